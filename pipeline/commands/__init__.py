@@ -1,0 +1,5 @@
+"""Subcommands of ``dmg``: each module has ``register(subparsers)`` that sets ``func``."""
+
+from . import check_cohort, demo, synth
+
+COMMANDS = (demo, synth, check_cohort)
