@@ -1,0 +1,180 @@
+"""Ignite/MONAI trainer for image-to-mask GANs (the MSCG segmenter).
+
+MONAI's ``GanTrainer`` and ``AdversarialTrainer`` generate images from latent codes or
+reconstruct images; neither fits a generator that maps an image to a mask and a
+discriminator conditioned on the image. :class:`AdversarialSegTrainer` subclasses
+:class:`monai.engines.Trainer` and overrides ``_iteration`` only, so every MONAI/Ignite
+handler works unchanged (checkpointing, validation, LR schedules, stats, early stop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from ignite.metrics import Metric
+from monai.engines import Trainer
+from monai.engines.utils import IterationEvents, default_metric_cmp_fn, default_prepare_batch
+from monai.transforms import Transform
+from monai.utils import CommonKeys as Keys
+from torch.optim import Optimizer
+
+from pipeline.engines.losses import AdversarialLoss, DiceBCELoss
+
+SEG_LOSS, ADV_LOSS, D_LOSS = "seg_loss", "adv_loss", "d_loss"
+
+
+class AdversarialSegTrainer(Trainer):
+    """Generator step (segmentation + weighted adversarial loss) then discriminator step.
+
+    With ``discriminator=None`` it trains the generator alone with the segmentation loss
+    (the paper's MSCG-Dis ablation). An optional ``unlabeled_data_loader`` yields batches
+    with an ``image`` only; their generated masks train the generator through the
+    discriminator and count as generated for the discriminator.
+
+    ``state.output`` holds ``image``, ``label``, ``pred`` (generator logits), ``loss``
+    (generator total), ``seg_loss``, ``adv_loss`` and ``d_loss``.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        generator: torch.nn.Module,
+        g_optimizer: Optimizer,
+        discriminator: torch.nn.Module | None = None,
+        d_optimizer: Optimizer | None = None,
+        seg_loss: Callable | None = None,
+        adv_loss: AdversarialLoss | None = None,
+        unlabeled_data_loader: Iterable | None = None,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable = default_prepare_batch,
+        iteration_update: Callable | None = None,
+        postprocessing: Transform | None = None,
+        key_train_metric: dict[str, Metric] | None = None,
+        additional_metrics: dict[str, Metric] | None = None,
+        metric_cmp_fn: Callable = default_metric_cmp_fn,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        amp_kwargs: dict | None = None,
+        decollate: bool = False,
+        to_kwargs: dict | None = None,
+    ) -> None:
+        if (discriminator is None) != (d_optimizer is None):
+            raise ValueError("discriminator and d_optimizer go together: give both or neither")
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            iteration_update=iteration_update,
+            postprocessing=postprocessing,
+            key_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            metric_cmp_fn=metric_cmp_fn,
+            handlers=train_handlers,
+            amp=amp,
+            decollate=decollate,
+            to_kwargs=to_kwargs,
+            amp_kwargs=amp_kwargs,
+        )
+        self.network = self.generator = generator
+        self.optimizer = self.g_optimizer = g_optimizer
+        self.discriminator, self.d_optimizer = discriminator, d_optimizer
+        self.seg_loss = seg_loss if seg_loss is not None else DiceBCELoss()
+        self.adv_loss = adv_loss if adv_loss is not None else AdversarialLoss()
+        self.unlabeled_data_loader = unlabeled_data_loader
+        self._unlabeled_iter: Iterator | None = None
+
+    def _next_unlabeled(self) -> Any:
+        """Next unlabeled batch, cycling the loader independently of the labeled epoch."""
+        if self.unlabeled_data_loader is None:
+            return None
+        for _ in range(2):
+            if self._unlabeled_iter is None:
+                self._unlabeled_iter = iter(self.unlabeled_data_loader)
+            try:
+                return next(self._unlabeled_iter)
+            except StopIteration:
+                self._unlabeled_iter = None
+        return None  # an empty unlabeled loader
+
+    def _autocast(self):
+        if not self.amp:
+            return nullcontext()
+        device = self.state.device if isinstance(self.state.device, torch.device) else torch.device("cpu")
+        kwargs = dict(self.amp_kwargs)
+        if device.type == "cpu":
+            kwargs.setdefault("dtype", torch.bfloat16)
+        return torch.autocast(device.type, **kwargs)
+
+    def _backward_step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
+        scaler = self.scaler if self.scaler is not None and self.scaler.is_enabled() else None
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+        else:
+            loss.backward()
+            optimizer.step()
+
+    def _iteration(self, engine: AdversarialSegTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        images, labels = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)[:2]
+        if labels is None:
+            raise ValueError("AdversarialSegTrainer needs a 'label' in every training batch; "
+                             "pass label-free slices through unlabeled_data_loader")
+        unlabeled = engine._next_unlabeled()
+        if unlabeled is not None:
+            unlabeled = engine.prepare_batch(unlabeled, engine.state.device, engine.non_blocking,
+                                             **engine.to_kwargs)[0]
+        gen, disc = engine.generator, engine.discriminator
+        labels = labels.float()
+        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: labels}
+
+        # generator step: the discriminator's weights are frozen, its gradients not needed
+        gen.train()
+        engine.g_optimizer.zero_grad(set_to_none=True)
+        if disc is not None:
+            disc.requires_grad_(False)
+        with engine._autocast():
+            logits = gen(images)
+            engine.state.output[Keys.PRED] = logits
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            seg = engine.seg_loss(logits, labels)
+            adv = torch.zeros((), device=seg.device)
+            if disc is not None:
+                prob = torch.sigmoid(logits)
+                unl_prob = torch.sigmoid(gen(unlabeled)) if unlabeled is not None else None
+                unl_fake = disc(torch.cat([unlabeled, unl_prob], 1)) if unlabeled is not None else None
+                adv = engine.adv_loss.generator(disc(torch.cat([images, prob], 1)), unl_fake)
+            g_loss = seg + adv
+        engine.state.output.update({Keys.LOSS: g_loss.detach(), SEG_LOSS: seg.detach(), ADV_LOSS: adv.detach()})
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine._backward_step(g_loss, engine.g_optimizer)
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+
+        # discriminator step on (image, reference) vs (image, generated) pairs
+        d_loss = torch.zeros((), device=g_loss.device)
+        if disc is not None:
+            disc.requires_grad_(True)
+            disc.train()
+            engine.d_optimizer.zero_grad(set_to_none=True)
+            with engine._autocast():
+                real = disc(torch.cat([images, labels], 1))
+                fake = disc(torch.cat([images, prob.detach()], 1))
+                unl_fake = disc(torch.cat([unlabeled, unl_prob.detach()], 1)) if unlabeled is not None else None
+                d_loss = engine.adv_loss.discriminator(real, fake, unl_fake)
+            engine._backward_step(d_loss, engine.d_optimizer)
+        if engine.scaler is not None and engine.scaler.is_enabled():
+            engine.scaler.update()
+        engine.state.output[D_LOSS] = d_loss.detach()
+        engine.state.output[Keys.PRED] = logits.detach()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

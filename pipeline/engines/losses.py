@@ -1,0 +1,77 @@
+"""Losses of the MSCG segmentation GAN (Deng et al., Front. Oncol. 2026).
+
+* :class:`DiceBCELoss`: soft Dice whose denominator raises the prediction and the
+  reference to the power ``p`` (``p=2`` is the V-Net form, the paper's "p=2") plus binary
+  cross-entropy, both on logits.
+* :class:`AdversarialLoss`: the conditional-GAN terms. The discriminator scores
+  (image, mask) pairs; the generator is pushed to make (image, generated mask) look like
+  (image, reference mask). ``k`` (the paper's "k=0.5") weights the generator's adversarial
+  term against the segmentation loss; ``unlabeled_weight`` weights the same term on slices
+  that have no reference mask (the paper's unsupervised part).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DiceBCELoss(nn.Module):
+    """``dice_weight * (1 - Dice_p) + bce_weight * BCE`` for binary logits of shape (B, 1, ...).
+
+    ``Dice_p = (2 * sum(s * y) + smooth) / (sum(s**p) + sum(y**p) + smooth)`` with
+    ``s = sigmoid(logits)``, computed per sample over all spatial positions, then averaged
+    over the batch (like MONAI's ``DiceLoss(batch=False)``).
+    """
+
+    def __init__(self, p: float = 2.0, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1e-5):
+        super().__init__()
+        if p <= 0:
+            raise ValueError(f"Dice denominator exponent p must be positive, got {p}")
+        self.p, self.dice_weight, self.bce_weight, self.smooth = float(p), dice_weight, bce_weight, smooth
+
+    def dice_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        prob = torch.sigmoid(logits.float()).flatten(1)
+        target = target.float().flatten(1)
+        intersection = (prob * target).sum(1)
+        denominator = prob.pow(self.p).sum(1) + target.pow(self.p).sum(1)
+        return (1.0 - (2.0 * intersection + self.smooth) / (denominator + self.smooth)).mean()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape != target.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
+        bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
+        return self.dice_weight * self.dice_loss(logits, target) + self.bce_weight * bce
+
+
+class AdversarialLoss(nn.Module):
+    """Conditional-GAN losses on patch logits with BCE (real = 1, generated = 0)."""
+
+    def __init__(self, k: float = 0.5, unlabeled_weight: float = 0.5):
+        super().__init__()
+        self.k, self.unlabeled_weight = k, unlabeled_weight
+
+    @staticmethod
+    def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+        target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+        return F.binary_cross_entropy_with_logits(logits.float(), target)
+
+    def generator(self, fake_logits: torch.Tensor, unlabeled_fake_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Weighted term that rewards the generator for masks the discriminator takes as real."""
+        loss = self.k * self._bce(fake_logits, True)
+        if unlabeled_fake_logits is not None:
+            loss = loss + self.k * self.unlabeled_weight * self._bce(unlabeled_fake_logits, True)
+        return loss
+
+    def discriminator(
+        self,
+        real_logits: torch.Tensor,
+        fake_logits: torch.Tensor,
+        unlabeled_fake_logits: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean of the real and generated terms; unlabeled generated masks count as generated."""
+        loss = 0.5 * (self._bce(real_logits, True) + self._bce(fake_logits, False))
+        if unlabeled_fake_logits is not None:
+            loss = loss + 0.5 * self.unlabeled_weight * self._bce(unlabeled_fake_logits, False)
+        return loss
