@@ -1,0 +1,42 @@
+"""Patient-level k-fold cross-validation splits, stratified (by center by default), reproducible from a seed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai.data import partition_dataset_classes
+
+
+def cross_validation_folds(
+    cases: Sequence[dict], n_folds: int = 5, seed: int = 0, stratify_key: str = "center"
+) -> list[list[str]]:
+    """Patient ids of each fold. A patient is in exactly one fold; every stratum is spread over the folds.
+
+    Ids are sorted before shuffling, so the split depends only on the set of patients and the seed,
+    not on the order of the manifest.
+    """
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be at least 2, got {n_folds}")
+    by_id = {c["patient_id"]: c for c in cases}
+    if len(by_id) != len(cases):
+        raise ValueError("patient ids are not unique; a patient-level split needs one entry per patient")
+    if len(by_id) < n_folds:
+        raise ValueError(f"{len(by_id)} patients cannot be split into {n_folds} folds")
+    ids = sorted(by_id)
+    strata = [str(by_id[i].get(stratify_key, "")) for i in ids]
+    folds = partition_dataset_classes(ids, strata, num_partitions=n_folds, shuffle=True, seed=seed)
+    return [sorted(f) for f in folds]
+
+
+def fold_split(
+    cases: Sequence[dict], fold: int, n_folds: int = 5, seed: int = 0, stratify_key: str = "center"
+) -> tuple[list[dict], list[dict]]:
+    """(training, validation) items for ``fold``: validation = that fold's patients, training = the rest.
+
+    ``cases`` may be per-patient or per-sequence dicts; they are grouped by ``patient_id``.
+    """
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}")
+    patients = list({c["patient_id"]: c for c in cases}.values())
+    held_out = set(cross_validation_folds(patients, n_folds, seed, stratify_key)[fold])
+    return ([c for c in cases if c["patient_id"] not in held_out], [c for c in cases if c["patient_id"] in held_out])
