@@ -14,23 +14,27 @@ class ChannelAttention(nn.Module):
 
     ``M_c(F) = sigmoid(MLP(AvgPool(F)) + MLP(MaxPool(F)))``; the output is ``F * M_c(F)``.
     The MLP is implemented with 1x1 convolutions so it works for any ``spatial_dims``.
+    Its hidden width is ``in_channels // reduction`` but at least ``min(min_hidden,
+    in_channels)``: with the paper's ``reduction=16`` a 32-channel layer would get two
+    ReLU units, which are both dead at initialisation for a sizeable share of seeds
+    (non-negative pooled inputs), leaving the attention without gradient.
 
     Woo, Park, Lee, Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018,
     https://arxiv.org/abs/1807.06521.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, reduction: int = 16) -> None:
+    def __init__(self, spatial_dims: int, in_channels: int, reduction: int = 16, min_hidden: int = 8) -> None:
         """
         Args:
             spatial_dims: number of spatial dimensions (1, 2 or 3).
             in_channels: number of input channels.
-            reduction: MLP reduction ratio (16 in the paper); the hidden layer keeps at
-                least one unit.
+            reduction: MLP reduction ratio (16 in the paper).
+            min_hidden: lower bound on the hidden width (capped at ``in_channels``).
         """
         super().__init__()
-        if reduction < 1:
-            raise ValueError(f"reduction must be a positive integer, got {reduction}.")
-        hidden = max(in_channels // reduction, 1)
+        if reduction < 1 or min_hidden < 1:
+            raise ValueError(f"reduction and min_hidden must be positive integers, got {reduction}, {min_hidden}.")
+        hidden = min(max(in_channels // reduction, min_hidden), in_channels)
         conv = Conv[Conv.CONV, spatial_dims]
         self.avg_pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
         self.max_pool = Pool[Pool.ADAPTIVEMAX, spatial_dims](1)
@@ -77,16 +81,19 @@ class CBAM(nn.Module):
     https://arxiv.org/abs/1807.06521.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, reduction: int = 16, kernel_size: int = 7) -> None:
+    def __init__(
+        self, spatial_dims: int, in_channels: int, reduction: int = 16, kernel_size: int = 7, min_hidden: int = 8
+    ) -> None:
         """
         Args:
             spatial_dims: number of spatial dimensions (1, 2 or 3).
             in_channels: number of input channels.
             reduction: channel-attention MLP reduction ratio (paper: 16).
             kernel_size: spatial-attention kernel size (paper: 7).
+            min_hidden: lower bound on the channel-MLP hidden width (see :class:`ChannelAttention`).
         """
         super().__init__()
-        self.channel = ChannelAttention(spatial_dims, in_channels, reduction)
+        self.channel = ChannelAttention(spatial_dims, in_channels, reduction, min_hidden)
         self.spatial = SpatialAttention(spatial_dims, kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,66 @@
+"""The training / validation / unlabeled data lists of one segmentation run (sequence, fold, stage).
+
+Bundle configs call :func:`segmentation_datalists` so that the protocol lives in code:
+
+* ``stage="finetune"`` (stage 2, and the only stage without BraTS): train on the DMG training
+  folds, validate on the held-out fold.
+* ``stage="pretrain"`` (stage 1): the BraTS 2021 cases of ``brats_dir`` are added to the DMG
+  training folds; validation is still the DMG held-out fold.
+* ``fold=-1``: no cross-validation; train on every labelled DMG patient and validate on
+  ``validation_dir`` (a separate cohort, e.g. held-out patients).
+
+Patients whose sequence has an image but no reference mask form the unlabeled list (the
+paper's unsupervised part).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pipeline.data.cohort import Cohort, load_cohort
+from pipeline.data.splits import fold_split
+
+STAGES = ("pretrain", "finetune")
+logger = logging.getLogger(__name__)
+
+
+def _load(source: str | os.PathLike, sequence: str) -> Cohort:
+    cohort = load_cohort(source, strict=False, sequence=sequence)
+    for issue in cohort.issues:
+        logger.warning("skipped: %s", issue)
+    return cohort
+
+
+def segmentation_datalists(
+    dataset_dir: str | os.PathLike,
+    sequence: str,
+    fold: int = 0,
+    n_folds: int = 5,
+    seed: int = 0,
+    stage: str = "finetune",
+    brats_dir: str | os.PathLike | None = None,
+    validation_dir: str | os.PathLike | None = None,
+) -> dict[str, list[dict]]:
+    """``{"train": [...], "validate": [...], "unlabeled": [...]}`` per-sequence data dicts."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    cohort = _load(dataset_dir, sequence)
+    items = cohort.datalist(sequence)
+    labelled = [d for d in items if "label" in d]
+    unlabeled = [d for d in items if "label" not in d]
+    if not labelled:
+        raise ValueError(f"{dataset_dir}: no patient has a {sequence} image with a reference mask")
+    if fold < 0:
+        if validation_dir is None:
+            raise ValueError("fold=-1 (no cross-validation) needs validation_dir")
+        train, validate = labelled, _load(validation_dir, sequence).datalist(sequence, require_label=True)
+    else:
+        train, validate = fold_split(labelled, fold, n_folds=n_folds, seed=seed)
+    if stage == "pretrain":
+        if brats_dir is None:
+            raise ValueError("stage 'pretrain' needs brats_dir (a BraTS 2021 folder)")
+        train = train + _load(brats_dir, sequence).datalist(sequence, require_label=True)
+    logger.info("%s %s fold %d: %d training, %d validation, %d unlabeled volumes",
+                sequence, stage, fold, len(train), len(validate), len(unlabeled))
+    return {"train": train, "validate": validate, "unlabeled": unlabeled}

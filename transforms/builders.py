@@ -1,0 +1,179 @@
+"""One place that builds the train / validate / infer preprocessing and the inference postprocessing."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    CastToTyped,
+    Compose,
+    DeleteItemsd,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    Invertd,
+    LoadImaged,
+    Orientationd,
+    RandFlipd,
+    RandRotated,
+    Resized,
+    SaveImaged,
+)
+
+from .crop import InPlaneForegroundCropd
+from .intensity import PercentileNormalized
+from .label import BinarizeLabeld
+from .naming import CopyToMetad, prediction_name_formatter
+from .slices import AxialSlicesd, SlicePolicy
+
+__all__ = ["build_transforms", "build_slice_augmentation", "build_postprocessing", "MODES"]
+
+Mode = Literal["train", "validate", "infer"]
+MODES: tuple[str, ...] = ("train", "validate", "infer")
+
+
+def _in_plane_size(spatial_size: int | Sequence[int]) -> tuple[int, int]:
+    size = (spatial_size, spatial_size) if isinstance(spatial_size, int) else tuple(spatial_size)
+    if len(size) != 2 or any(int(s) <= 0 for s in size):
+        raise ValueError(f"spatial_size must be an int or two positive ints, got {spatial_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def build_transforms(
+    mode: Mode,
+    *,
+    spatial_size: int | Sequence[int] = 240,
+    image_key: str = "image",
+    label_key: str = "label",
+    classes_key: str = "label_classes",
+    slice_policy: SlicePolicy = "lesion+background",
+    background_ratio: float = 1.0,
+    min_background: int = 1,
+    lower_pct: float = 0.5,
+    upper_pct: float = 99.5,
+    norm_foreground_threshold: float | None = 0.0,
+    crop_threshold: float = 0.05,
+    crop_margin: int = 8,
+    square_crop: bool = True,
+    augment: bool = True,
+    flip_prob: float = 0.5,
+    rotate_prob: float = 0.5,
+    rotate_degrees: float = 15.0,
+    reader: str | None = None,
+) -> Compose:
+    """Preprocessing for one MRI sequence (keys ``image`` and optional ``label``: file paths).
+
+    Common 3D part: load -> channel first -> binarise label (``data[classes_key]``, default ``> 0``) ->
+    orient RAS (last axis = axial S) -> in-plane foreground crop -> in-plane resize to ``spatial_size``
+    (image bilinear + anti-aliasing, label nearest-exact; slice axis untouched) -> percentile
+    normalisation of the image to [0, 1].
+
+    * ``"train"``: then :class:`AxialSlicesd` (``slice_policy``) -> optional left-right flip (RAS axis 0)
+      and in-plane rotation -> plain float tensors ``(C, H, W)``.
+    * ``"validate"``: the 3D volume, image and label, ``(1, H, W, D)`` MetaTensors (for ``SliceInferer``).
+    * ``"infer"``: image only, ``(1, H, W, D)`` MetaTensor carrying the trace that
+      :func:`build_postprocessing` inverts back to the input grid.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    size = _in_plane_size(spatial_size)
+    keys = (image_key,) if mode == "infer" else (image_key, label_key)
+    has_label = len(keys) == 2
+    resize_mode = ("bilinear", "nearest-exact")[: len(keys)]
+    anti_aliasing = (True, False)[: len(keys)]
+
+    steps: list = [
+        LoadImaged(keys, reader=reader, image_only=True, allow_missing_keys=True),
+        EnsureChannelFirstd(keys, allow_missing_keys=True),
+    ]
+    if has_label:
+        steps.append(BinarizeLabeld(label_key, classes_key=classes_key))
+    steps += [
+        DeleteItemsd(classes_key),  # ragged lists would break batch collation
+        Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")), allow_missing_keys=True),
+        InPlaneForegroundCropd(
+            keys, source_key=image_key, threshold=crop_threshold, margin=crop_margin, square=square_crop,
+            allow_missing_keys=True,
+        ),
+        Resized(
+            keys, spatial_size=(*size, -1), mode=resize_mode, anti_aliasing=anti_aliasing, allow_missing_keys=True
+        ),
+        PercentileNormalized(
+            image_key, lower=lower_pct, upper=upper_pct, foreground_threshold=norm_foreground_threshold
+        ),
+    ]
+    if mode == "train":
+        steps.append(
+            AxialSlicesd(
+                keys, label_key=label_key, policy=slice_policy, background_ratio=background_ratio,
+                min_background=min_background,
+            )
+        )
+        steps.append(build_slice_augmentation(keys, augment, flip_prob, rotate_prob, rotate_degrees))
+    else:
+        steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True, allow_missing_keys=True))
+    return Compose(steps)
+
+
+def build_slice_augmentation(
+    keys: Sequence[str] = ("image", "label"),
+    augment: bool = True,
+    flip_prob: float = 0.5,
+    rotate_prob: float = 0.5,
+    rotate_degrees: float = 15.0,
+) -> Compose:
+    """Training augmentation of one 2D slice dict (left-right flip on RAS axis 0, in-plane rotation;
+    image bilinear, label nearest), ending in plain float tensors. ``augment=False`` only converts."""
+    steps: list = []
+    if augment:
+        steps += [
+            RandFlipd(keys, prob=flip_prob, spatial_axis=0, allow_missing_keys=True),
+            RandRotated(
+                keys, range_x=math.radians(rotate_degrees), prob=rotate_prob, keep_size=True,
+                mode=("bilinear", "nearest")[: len(keys)], padding_mode="zeros", allow_missing_keys=True,
+            ),
+        ]
+    steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=False, allow_missing_keys=True))
+    return Compose(steps)
+
+
+def build_postprocessing(
+    preprocessing: Compose,
+    *,
+    pred_key: str = "pred",
+    image_key: str = "image",
+    activation: Literal["sigmoid", "softmax"] | None = None,
+    argmax: bool = False,
+    threshold: float = 0.5,
+    output_dir: str | None = None,
+    output_postfix: str = "seg",
+) -> Compose:
+    """Per-item postprocessing of a prediction made on the ``"infer"``/``"validate"`` grid.
+
+    ``activation`` (optional) -> ``Invertd`` with the *same* ``preprocessing`` instance (probabilities are
+    resampled with the image's interpolation back to the original grid, orientation and affine) ->
+    ``argmax`` over channels, or ``> threshold`` -> uint8 mask. With ``output_dir`` the mask is written by
+    ``SaveImaged`` as ``<output_dir>/<patient_id>_<sequence>_<output_postfix>.nii.gz`` (input file stem
+    when the dict has no patient_id/sequence), on the input image's affine. Apply it to decollated items.
+    """
+    steps: list = [EnsureTyped(pred_key, track_meta=True)]  # Invertd needs a MetaTensor prediction
+    if activation is not None:
+        steps.append(Activationsd(pred_key, sigmoid=activation == "sigmoid", softmax=activation == "softmax"))
+    steps.append(Invertd(pred_key, transform=preprocessing, orig_keys=image_key, nearest_interp=False, to_tensor=True))
+    steps.append(AsDiscreted(pred_key, argmax=True) if argmax else AsDiscreted(pred_key, threshold=threshold))
+    steps.append(CastToTyped(pred_key, dtype=torch.uint8))
+    if output_dir is not None:
+        steps += [
+            CopyToMetad(pred_key, source_keys=("patient_id", "sequence")),
+            SaveImaged(
+                pred_key, output_dir=output_dir, output_postfix=output_postfix, output_ext=".nii.gz",
+                output_dtype=np.uint8, resample=False, separate_folder=False, print_log=False,
+                output_name_formatter=prediction_name_formatter,
+            ),
+        ]
+    return Compose(steps)
