@@ -64,3 +64,11 @@ def segmentation_datalists(
     logger.info("%s %s fold %d: %d training, %d validation, %d unlabeled volumes",
                 sequence, stage, fold, len(train), len(validate), len(unlabeled))
     return {"train": train, "validate": validate, "unlabeled": unlabeled}
+
+
+def cohort_datalist(source: str | os.PathLike, sequence: str, require_label: bool = False) -> list[dict]:
+    """Per-sequence data dicts of every usable patient of a cohort; skipped patients are logged."""
+    items = _load(source, sequence).datalist(sequence, require_label=require_label)
+    if not items:
+        raise ValueError(f"{source}: no usable {sequence} image" + (" with a reference mask" if require_label else ""))
+    return items

@@ -19,11 +19,17 @@ from monai.engines import Trainer
 from monai.engines.utils import IterationEvents, default_metric_cmp_fn, default_prepare_batch
 from monai.transforms import Transform
 from monai.utils import CommonKeys as Keys
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from pipeline.engines.losses import AdversarialLoss, DiceBCELoss
 
 SEG_LOSS, ADV_LOSS, D_LOSS = "seg_loss", "adv_loss", "d_loss"
+
+
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DataParallel/DistributedDataParallel wrapper (or the module itself)."""
+    return network.module if isinstance(network, (torch.nn.DataParallel, DistributedDataParallel)) else network
 
 
 class AdversarialSegTrainer(Trainer):
@@ -135,42 +141,45 @@ class AdversarialSegTrainer(Trainer):
             unlabeled = engine.prepare_batch(unlabeled, engine.state.device, engine.non_blocking,
                                              **engine.to_kwargs)[0]
         gen, disc = engine.generator, engine.discriminator
-        labels = labels.float()
+        labels = labels.to(images.dtype)
+        n = images.shape[0]
+        inputs = images if unlabeled is None else torch.cat([images, unlabeled], 0)
         engine.state.output = {Keys.IMAGE: images, Keys.LABEL: labels}
 
-        # generator step: the discriminator's weights are frozen, its gradients not needed
+        # generator step: one forward over labeled + unlabeled slices; the discriminator only
+        # passes gradients to its input here, so its unwrapped module is used (no DDP reduction)
         gen.train()
         engine.g_optimizer.zero_grad(set_to_none=True)
-        if disc is not None:
-            disc.requires_grad_(False)
         with engine._autocast():
-            logits = gen(images)
+            all_logits = gen(inputs)
+            logits = all_logits[:n]
             engine.state.output[Keys.PRED] = logits
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             seg = engine.seg_loss(logits, labels)
             adv = torch.zeros((), device=seg.device)
             if disc is not None:
-                prob = torch.sigmoid(logits)
-                unl_prob = torch.sigmoid(gen(unlabeled)) if unlabeled is not None else None
-                unl_fake = disc(torch.cat([unlabeled, unl_prob], 1)) if unlabeled is not None else None
-                adv = engine.adv_loss.generator(disc(torch.cat([images, prob], 1)), unl_fake)
+                all_prob = torch.sigmoid(all_logits)
+                critic = _unwrap(disc)
+                critic.requires_grad_(False)
+                fake = critic(torch.cat([inputs, all_prob], 1))
+                critic.requires_grad_(True)
+                adv = engine.adv_loss.generator(fake[:n], fake[n:] if unlabeled is not None else None)
             g_loss = seg + adv
         engine.state.output.update({Keys.LOSS: g_loss.detach(), SEG_LOSS: seg.detach(), ADV_LOSS: adv.detach()})
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         engine._backward_step(g_loss, engine.g_optimizer)
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
 
-        # discriminator step on (image, reference) vs (image, generated) pairs
+        # discriminator step: (image, reference) pairs vs (image, generated) pairs, in one forward
         d_loss = torch.zeros((), device=g_loss.device)
         if disc is not None:
-            disc.requires_grad_(True)
             disc.train()
             engine.d_optimizer.zero_grad(set_to_none=True)
             with engine._autocast():
-                real = disc(torch.cat([images, labels], 1))
-                fake = disc(torch.cat([images, prob.detach()], 1))
-                unl_fake = disc(torch.cat([unlabeled, unl_prob.detach()], 1)) if unlabeled is not None else None
-                d_loss = engine.adv_loss.discriminator(real, fake, unl_fake)
+                pairs = torch.cat([torch.cat([images, labels], 1), torch.cat([inputs, all_prob.detach()], 1)], 0)
+                scores = disc(pairs)
+                unl_fake = scores[2 * n:] if unlabeled is not None else None
+                d_loss = engine.adv_loss.discriminator(scores[:n], scores[n:2 * n], unl_fake)
             engine._backward_step(d_loss, engine.d_optimizer)
         if engine.scaler is not None and engine.scaler.is_enabled():
             engine.scaler.update()
