@@ -27,6 +27,11 @@ from pipeline.engines.losses import AdversarialLoss, DiceBCELoss
 SEG_LOSS, ADV_LOSS, D_LOSS = "seg_loss", "adv_loss", "d_loss"
 
 
+def loss_terms(output: dict) -> dict[str, float]:
+    """The trainer's loss terms as floats, for ``StatsHandler``/``TensorBoardStatsHandler`` ``output_transform``."""
+    return {str(k): float(output[k]) for k in (Keys.LOSS, SEG_LOSS, ADV_LOSS, D_LOSS) if k in output}
+
+
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
     """The module inside a DataParallel/DistributedDataParallel wrapper (or the module itself)."""
     return network.module if isinstance(network, (torch.nn.DataParallel, DistributedDataParallel)) else network

@@ -21,14 +21,20 @@ TRAINER_KEY = "trainer"
 logger = logging.getLogger(__name__)
 
 
-def latest_checkpoint(folder: str | os.PathLike) -> str | None:
-    """The ``*checkpoint*_epoch=N.pt`` of highest N written by ``CheckpointSaver`` in ``folder``, or None."""
+def _checkpoints(folder: str | os.PathLike) -> list[tuple[int, str]]:
+    """(epoch, path) of every ``*checkpoint*_epoch=N.pt`` in ``folder``, oldest first."""
     found = []
     for path in Path(folder).glob("*checkpoint*_epoch=*.pt"):
         match = re.search(r"_epoch=(\d+)\.pt$", path.name)
         if match:
             found.append((int(match.group(1)), str(path)))
-    return max(found)[1] if found else None
+    return sorted(found)
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> str | None:
+    """The ``*checkpoint*_epoch=N.pt`` of highest N written by ``CheckpointSaver`` in ``folder``, or None."""
+    found = _checkpoints(folder)
+    return found[-1][1] if found else None
 
 
 def _present(objects: dict) -> dict:
@@ -45,10 +51,17 @@ class TrainingCheckpointSaver(CheckpointSaver):
     def __init__(self, save_dir: str, save_dict: dict, save_interval: int = 1, n_saved: int = 1, **kwargs) -> None:
         super().__init__(save_dir=save_dir, save_dict=_present(save_dict), file_prefix="", save_interval=save_interval,
                          epoch_level=True, n_saved=n_saved, **kwargs)
+        self._n_saved = n_saved
 
     def attach(self, engine: Engine) -> None:
         self.save_dict[TRAINER_KEY] = engine  # the Checkpoint objects hold this same dict
         super().attach(engine)
+
+    def interval_completed(self, engine: Engine) -> None:
+        """Save, then drop checkpoints beyond the newest ``n_saved`` (also those left by an earlier, resumed run)."""
+        super().interval_completed(engine)
+        for _, stale in _checkpoints(self.save_dir)[: -self._n_saved]:
+            os.remove(stale)
 
 
 class ResumeCheckpointLoader(CheckpointLoader):
