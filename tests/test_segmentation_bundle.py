@@ -131,3 +131,15 @@ def test_torchrun_two_process_gloo_epoch(tiny_cohort: Path, tmp_path: Path):
     ckpt = torch.load(run / "checkpoint_epoch=1.pt", weights_only=True)
     assert ckpt["trainer"]["iteration"] == ckpt["trainer"]["epoch_length"]
     assert not any(k.startswith("module.") for k in ckpt["generator"])  # DDP wrapper not saved
+
+
+def test_finetune_stage_starts_from_the_pretrained_generator(trained: Path, tiny_cohort: Path, tmp_path: Path):
+    pretrained = _run_dir(trained) / "model.pt"
+    run_bundle(config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"),
+               logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(tmp_path),
+               dataset_dir=str(tiny_cohort.parent), num_epochs=1, pretrained_ckpt=str(pretrained),
+               learning_rate=0.0, **TRAIN)
+    expected = torch.load(pretrained, weights_only=True)
+    got = torch.load(_run_dir(tmp_path) / "model.pt", weights_only=True)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)  # lr 0: the loaded weights are kept

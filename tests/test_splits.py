@@ -18,6 +18,13 @@ def test_folds_partition_patients_and_spread_centers():
     for fold in folds:
         assert any(p.startswith("a") for p in fold) and any(p.startswith("b") for p in fold)
         assert 2 <= sum(p.startswith("a") for p in fold) <= 3
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+
+
+def test_a_center_smaller_than_the_number_of_folds_is_fine():
+    folds = cross_validation_folds(_cases(9, 2), n_folds=5, seed=0)
+    assert sorted(p for f in folds for p in f) == sorted(c["patient_id"] for c in _cases(9, 2))
+    assert sum(any(p.startswith("b") for p in f) for f in folds) == 2
 
 
 def test_folds_are_reproducible_and_order_independent():

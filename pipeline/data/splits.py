@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 
-from monai.data import partition_dataset_classes
+import numpy as np
 
 
 def cross_validation_folds(
@@ -12,8 +13,10 @@ def cross_validation_folds(
 ) -> list[list[str]]:
     """Patient ids of each fold. A patient is in exactly one fold; every stratum is spread over the folds.
 
-    Ids are sorted before shuffling, so the split depends only on the set of patients and the seed,
-    not on the order of the manifest.
+    Each stratum's patients are shuffled and dealt round-robin, continuing where the previous stratum
+    stopped, so fold sizes differ by at most one and a center smaller than ``n_folds`` still works
+    (MONAI's ``partition_dataset_classes`` refuses such a center). Ids are sorted before shuffling,
+    so the split depends only on the set of patients and the seed, not on the manifest's order.
     """
     if n_folds < 2:
         raise ValueError(f"n_folds must be at least 2, got {n_folds}")
@@ -22,9 +25,16 @@ def cross_validation_folds(
         raise ValueError("patient ids are not unique; a patient-level split needs one entry per patient")
     if len(by_id) < n_folds:
         raise ValueError(f"{len(by_id)} patients cannot be split into {n_folds} folds")
-    ids = sorted(by_id)
-    strata = [str(by_id[i].get(stratify_key, "")) for i in ids]
-    folds = partition_dataset_classes(ids, strata, num_partitions=n_folds, shuffle=True, seed=seed)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for pid in sorted(by_id):
+        strata[str(by_id[pid].get(stratify_key, ""))].append(pid)
+    rng = np.random.default_rng(seed)
+    folds: list[list[str]] = [[] for _ in range(n_folds)]
+    position = 0
+    for stratum in sorted(strata):
+        for pid in rng.permutation(strata[stratum]).tolist():
+            folds[position % n_folds].append(pid)
+            position += 1
     return [sorted(f) for f in folds]
 
 
