@@ -7,6 +7,7 @@ import torch
 from monai.losses import DiceLoss
 
 from pipeline.engines import AdversarialLoss, AdversarialSegTrainer, DiceBCELoss
+from pipeline.engines.adversarial_trainer import loss_terms
 from pipeline.networks import build_variant
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -60,9 +61,9 @@ def test_one_iteration_updates_every_generator_and_discriminator_parameter():
         "cpu", 1, _batches(1), gen, torch.optim.SGD(gen.parameters(), lr=0.1), disc,
         torch.optim.SGD(disc.parameters(), lr=0.1), unlabeled_data_loader=_batches(1, labeled=False))
     trainer.run()
-    out = trainer.state.output
+    out = loss_terms(trainer.state.output)  # decollated per sample, like SupervisedTrainer
     assert out["adv_loss"] > 0 and out["d_loss"] > 0 and out["seg_loss"] > 0
-    assert torch.isclose(out["loss"], out["seg_loss"] + out["adv_loss"])
+    assert out["loss"] == pytest.approx(out["seg_loss"] + out["adv_loss"], rel=1e-5)
     changed_g = [not torch.equal(b, p) for b, p in zip(before_g, gen.parameters())]
     changed_d = [not torch.equal(b, p) for b, p in zip(before_d, disc.parameters())]
     assert all(changed_g) and all(changed_d)
@@ -80,7 +81,7 @@ def test_unlabeled_loader_cycles_and_changes_the_generator_loss():
         trainer = AdversarialSegTrainer("cpu", 1, _batches(3), gen, torch.optim.SGD(gen.parameters(), lr=0.0), disc,
                                         torch.optim.SGD(disc.parameters(), lr=0.0), unlabeled_data_loader=unlabeled)
         trainer.run()  # 3 labeled iterations, 1 unlabeled batch: the unlabeled loader must cycle
-        losses[name] = float(trainer.state.output["adv_loss"])
+        losses[name] = loss_terms(trainer.state.output)["adv_loss"]
     assert losses["with"] > losses["without"]
 
 
@@ -89,7 +90,8 @@ def test_supervised_only_variant_and_bad_arguments():
     assert disc is None
     trainer = AdversarialSegTrainer("cpu", 1, _batches(2), gen, torch.optim.Adam(gen.parameters()))
     trainer.run()
-    assert trainer.state.output["adv_loss"] == 0 and trainer.state.output["d_loss"] == 0
+    terms = loss_terms(trainer.state.output)
+    assert terms["adv_loss"] == 0 and terms["d_loss"] == 0 and terms["loss"] == terms["seg_loss"] > 0
     with pytest.raises(ValueError, match="go together"):
         AdversarialSegTrainer("cpu", 1, _batches(1), gen, torch.optim.Adam(gen.parameters()), _tiny("MSCG")[1])
     trainer = AdversarialSegTrainer("cpu", 1, _batches(1, labeled=False), gen, torch.optim.Adam(gen.parameters()))

@@ -27,9 +27,14 @@ from pipeline.engines.losses import AdversarialLoss, DiceBCELoss
 SEG_LOSS, ADV_LOSS, D_LOSS = "seg_loss", "adv_loss", "d_loss"
 
 
-def loss_terms(output: dict) -> dict[str, float]:
-    """The trainer's loss terms as floats, for ``StatsHandler``/``TensorBoardStatsHandler`` ``output_transform``."""
-    return {str(k): float(output[k]) for k in (Keys.LOSS, SEG_LOSS, ADV_LOSS, D_LOSS) if k in output}
+def loss_terms(output: dict | list[dict]) -> dict[str, float]:
+    """The trainer's loss terms as floats, for ``StatsHandler``/``TensorBoardStatsHandler`` ``output_transform``.
+
+    Accepts the decollated output (a list of per-sample dicts, where every sample carries the batch's
+    losses, as with MONAI's ``SupervisedTrainer``) or the raw output dict.
+    """
+    first = output[0] if isinstance(output, list) else output
+    return {str(k): float(first[k]) for k in (Keys.LOSS, SEG_LOSS, ADV_LOSS, D_LOSS) if k in first}
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -72,7 +77,7 @@ class AdversarialSegTrainer(Trainer):
         train_handlers: Sequence | None = None,
         amp: bool = False,
         amp_kwargs: dict | None = None,
-        decollate: bool = False,
+        decollate: bool = True,
         to_kwargs: dict | None = None,
     ) -> None:
         if (discriminator is None) != (d_optimizer is None):
