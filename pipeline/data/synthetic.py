@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .anatomy import sample_anatomy
+from .cohort import SEQUENCES
 from .contrast import SEQUENCE_CONTRASTS, jitter_contrast, render_contrast
 from .h3k27m import draw_h3k27m
 from .lesion import SITES, LesionVolumes, render_lesion, sample_lesion_spec
@@ -46,7 +47,6 @@ from .template import TEMPLATE_NAME, Template, load_template
 from .writers import atomic_write_text, nifti_image, save_nifti_gz
 
 GENERATOR_VERSION = 1
-SEQUENCES: tuple[str, ...] = ("t1c", "t2", "flair")
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "patient_id", "center", "t1c", "t2", "flair", "label_t1c", "label_t2", "label_flair", "h3k27m",
     "site", "enhancement", "lesion_volume_ml", "enhancing_volume_ml", "orientation")
