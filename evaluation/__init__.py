@@ -1,5 +1,6 @@
 """Evaluation: per-case metrics, empty-case policy, cohort evaluation and reports."""
 
+from evaluation.cohort_evaluator import CaseFailure, CohortEvaluator, CohortResult
 from evaluation.empty_policy import (
     BRATS_POLICY,
     RAW_POLICY,
@@ -10,19 +11,32 @@ from evaluation.empty_policy import (
 )
 from evaluation.mask_io import MaskVolume, compute_case_metrics_from_files, load_mask, spacing_from_nifti
 from evaluation.metrics import compute_case_metrics, compute_slice_metrics, surface_distances
+from evaluation.pairing import EvaluationCase, Pairing, pair_cohort, pair_folders
+from evaluation.report import write_outputs
+from evaluation.summary import bootstrap_mean_ci, summarize
 
 __all__ = [
     "BRATS_POLICY",
     "RAW_POLICY",
+    "CaseFailure",
+    "CohortEvaluator",
+    "CohortResult",
     "EmptyCasePolicy",
+    "EvaluationCase",
     "MaskVolume",
+    "Pairing",
     "apply_empty_policy",
     "apply_empty_policy_frame",
+    "bootstrap_mean_ci",
     "compute_case_metrics",
     "compute_case_metrics_from_files",
     "compute_slice_metrics",
     "empty_case",
     "load_mask",
+    "pair_cohort",
+    "pair_folders",
     "spacing_from_nifti",
+    "summarize",
     "surface_distances",
+    "write_outputs",
 ]

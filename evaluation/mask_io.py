@@ -26,7 +26,7 @@ import numpy as np
 
 from evaluation.metrics import compute_case_metrics
 
-__all__ = ["MaskVolume", "spacing_from_nifti", "load_mask", "compute_case_metrics_from_files"]
+__all__ = ["MaskVolume", "spacing_from_nifti", "load_mask", "grid_mismatch", "compute_case_metrics_from_files"]
 
 _UNIT_TO_MM = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 1e-3}
 
@@ -117,17 +117,25 @@ def compute_case_metrics_from_files(
     """
     pred = load_mask(pred_path, pred_label_classes)
     ref = load_mask(ref_path, ref_label_classes)
-    if pred.array.shape != ref.array.shape:
-        raise ValueError(
-            f"shape mismatch: prediction {pred.path} has {pred.array.shape}, reference {ref.path} has {ref.array.shape}."
-        )
-    if not np.allclose(pred.spacing, ref.spacing, rtol=1e-5, atol=1e-6):
-        raise ValueError(
-            f"spacing mismatch: prediction {pred.path} has {pred.spacing} mm, reference {ref.path} has {ref.spacing} mm."
-        )
-    if not np.allclose(pred.affine, ref.affine, rtol=0, atol=affine_atol_mm):
-        raise ValueError(
-            f"affine mismatch: prediction {pred.path} is not on the grid of reference {ref.path}:\n"
-            f"{pred.affine}\nvs\n{ref.affine}"
-        )
+    problem = grid_mismatch(pred, ref, affine_atol_mm)
+    if problem is not None:
+        raise ValueError(problem)
     return compute_case_metrics(pred.array, ref.array, ref.spacing, crop=crop)
+
+
+def grid_mismatch(pred: MaskVolume, ref: MaskVolume, affine_atol_mm: float = 1e-3) -> str | None:
+    """Why ``pred`` is not on the grid of ``ref`` (shape, spacing, affine within ``affine_atol_mm``), or None.
+
+    The message names both files.
+    """
+    if pred.array.shape != ref.array.shape:
+        return f"shape mismatch: prediction {pred.path} has {pred.array.shape}, reference {ref.path} has {ref.array.shape}."
+    if not np.allclose(pred.spacing, ref.spacing, rtol=1e-5, atol=1e-6):
+        return f"spacing mismatch: prediction {pred.path} has {pred.spacing} mm, reference {ref.path} has {ref.spacing} mm."
+    if not np.allclose(pred.affine, ref.affine, rtol=0, atol=affine_atol_mm):
+        worst = float(np.abs(pred.affine - ref.affine).max())
+        return (
+            f"affine mismatch: prediction {pred.path} is not on the grid of reference {ref.path} "
+            f"(affines differ by up to {worst:.4g} mm, tolerance {affine_atol_mm:g} mm)."
+        )
+    return None

@@ -1,0 +1,395 @@
+"""Write a cohort evaluation: ``cases.csv``, ``summary.csv``, ``summary.json``, PNG figures, ``report.html``.
+
+Every file is written atomically (:mod:`evaluation.atomic_io`). ``report.html`` is
+self-contained: the figures are embedded as base64 PNGs (matplotlib, Agg canvas, no display
+needed) and also written to ``figures/``:
+
+* ``<metric>_by_center.png``: box plot plus jittered points of the policy values per center
+  (per sequence and center when several sequences were evaluated);
+* ``overlay_{best,median,worst}.png``: the cases with the highest, median and lowest policy
+  DSC, at the axial slice with the largest reference area (largest predicted area when the
+  reference is empty), reoriented to RAS and shown in radiological convention; reference
+  outline green, prediction outline red, on the image when its path is known and it shares
+  the reference's grid, else on the reference mask. Left: whole slice; right: zoomed on the
+  lesion.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from evaluation.atomic_io import atomic_write_bytes, atomic_write_text
+from evaluation.mask_io import load_mask
+from evaluation.pairing import FAILURE_KINDS
+from evaluation.summary import METRICS, summary_records
+
+if TYPE_CHECKING:
+    from evaluation.cohort_evaluator import CohortResult
+
+__all__ = ["write_outputs", "metric_plot_png", "overlay_png", "pick_showcase_cases"]
+
+METRIC_LABELS = {"dsc": "DSC", "jaccard": "Jaccard", "sensitivity": "Sensitivity", "ppv": "PPV",
+                 "hd95": "HD95 (mm)", "hd95_pooled": "HD95 pooled (mm)"}
+REFERENCE_COLOUR = "#00e000"
+PREDICTION_COLOUR = "#ff2020"
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, facecolor=fig.get_facecolor())
+    return buf.getvalue()
+
+
+def _figure(width: float, height: float, facecolor: str = "white"):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), facecolor=facecolor)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _group_labels(cases: pd.DataFrame, by_sequence: bool) -> pd.Series:
+    if by_sequence:
+        return cases["sequence"].astype(str) + " | " + cases["center"].astype(str)
+    return cases["center"].astype(str)
+
+
+def metric_plot_png(evaluated: pd.DataFrame, metric: str, policy_mode: str,
+                    failed: Mapping[str, int] | None = None, by_sequence: bool | None = None) -> bytes:
+    """Box plot and jittered points of ``<metric>_policy`` per center (finite values only; the rest counted).
+
+    ``failed``: cases not evaluated per group label (shown under the group's n). Groups are
+    ``<sequence> | <center>`` when ``by_sequence`` (default: more than one sequence evaluated).
+    """
+    if by_sequence is None:
+        by_sequence = evaluated["sequence"].nunique() > 1
+    labels = _group_labels(evaluated, by_sequence)
+    values = evaluated[f"{metric}_policy"].astype(float)
+    groups = sorted(set(labels.unique()) | {g for g, n in (failed or {}).items() if n})
+    fig = _figure(max(3.6, 1.2 + 1.1 * len(groups)), 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    rng = np.random.default_rng(0)
+    data, ticks, hidden = [], [], 0
+    for index, group in enumerate(groups):
+        v = values[labels == group].to_numpy()
+        finite = v[np.isfinite(v)]
+        hidden += int(v.size - finite.size)
+        data.append(finite)
+        n_failed = int((failed or {}).get(group, 0))
+        ticks.append(f"{group}\n(n={v.size}" + (f", {n_failed} failed)" if n_failed else ")"))
+        if finite.size:
+            ax.scatter(index + 1 + rng.uniform(-0.12, 0.12, finite.size), finite, s=16, color="#1f5fa8",
+                       alpha=0.8, zorder=3, linewidths=0)
+    filled = [i for i, d in enumerate(data) if d.size]
+    if filled:
+        ax.boxplot([data[i] for i in filled], positions=[i + 1 for i in filled], widths=0.5,
+                   showfliers=False, medianprops={"color": "#d62728"}, boxprops={"color": "#444444"})
+    ax.set_xticks(range(1, len(groups) + 1), ticks, fontsize=8)
+    ax.set_xlim(0.4, len(groups) + 0.6)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    if metric in ("dsc", "jaccard", "sensitivity", "ppv"):
+        ax.set_ylim(-0.03, 1.03)
+    title = f"{METRIC_LABELS.get(metric, metric)} by center ({policy_mode} policy)"
+    if hidden:
+        title += f"\n{hidden} non-finite value(s) not drawn"
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def pick_showcase_cases(evaluated: pd.DataFrame) -> dict[str, pd.Series]:
+    """Best, median and worst evaluated case by policy DSC (ties broken by case id; NaN DSC excluded)."""
+    ranked = evaluated[np.isfinite(evaluated["dsc_policy"].astype(float))]
+    if ranked.empty:
+        return {}
+    ranked = ranked.sort_values(["dsc_policy", "case_id"], ascending=[False, True], kind="mergesort")
+    picks = {"best": ranked.iloc[0], "median": ranked.iloc[(len(ranked) - 1) // 2], "worst": ranked.iloc[-1]}
+    return picks
+
+
+def _canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, ...]]:
+    if array.ndim == 2:
+        array = array[..., None]
+    img = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(array), affine))
+    return np.asanyarray(img.dataobj), tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def _display(volume: np.ndarray, k: int) -> np.ndarray:
+    """Axial slice ``k`` of a RAS volume: rows anterior->posterior, columns patient right->left."""
+    return np.asarray(volume[:, :, k]).T[::-1, ::-1]
+
+
+def _background(row: Mapping, ref: Any) -> tuple[np.ndarray, str]:
+    path = row.get("image_path")
+    if isinstance(path, str) and path and os.path.isfile(path):
+        try:
+            img = nib.load(path)
+            if tuple(img.shape[:3]) == tuple(ref.array.shape[:3]) and np.allclose(img.affine, ref.affine, atol=1e-3):
+                data = np.asanyarray(img.dataobj).astype(np.float32)
+                return (data[..., 0] if data.ndim == 4 else data), "image"
+        except Exception:  # an unreadable image only costs the background
+            pass
+    return ref.array.astype(np.float32), "reference mask (no image)"
+
+
+def overlay_png(row: Mapping, title: str) -> bytes:
+    """Overlay of one evaluated case (module docstring)."""
+    ref = load_mask(row["ref_path"], _label_classes(row))
+    pred = load_mask(row["pred_path"])
+    background, background_name = _background(row, ref)
+    ref_c, zooms = _canonical(ref.array.astype(np.uint8), ref.affine)
+    pred_c, _ = _canonical(pred.array.astype(np.uint8), ref.affine)
+    image_c, _ = _canonical(background, ref.affine)
+    source = ref_c if ref_c.any() else pred_c
+    k = int(np.argmax(source.sum(axis=(0, 1)))) if source.any() else source.shape[2] // 2
+    image, ref_s, pred_s = (_display(v, k) for v in (image_c, ref_c, pred_c))
+    aspect = zooms[1] / zooms[0]  # display rows are the y axis, columns the x axis
+
+    fig = _figure(9.0, 4.9, facecolor="black")
+    lo, hi = np.percentile(image, [1.0, 99.7]) if image.any() else (0.0, 1.0)
+    union = (ref_s > 0) | (pred_s > 0)
+    for n, zoom in enumerate((False, True)):
+        ax = fig.add_subplot(1, 2, n + 1)
+        ax.imshow(image, cmap="gray", vmin=lo, vmax=max(hi, lo + 1e-6), interpolation="bilinear", aspect=aspect)
+        for mask, colour in ((ref_s, REFERENCE_COLOUR), (pred_s, PREDICTION_COLOUR)):
+            if mask.any():
+                ax.contour(mask.astype(np.float32), levels=[0.5], colors=colour, linewidths=1.6 if zoom else 0.9)
+        if zoom and union.any():
+            rows, cols = np.nonzero(union)
+            half_mm = max(20.0, 0.8 * max((np.ptp(rows) + 1) * zooms[1], (np.ptp(cols) + 1) * zooms[0]))
+            cy, cx = rows.mean(), cols.mean()
+            ax.set_xlim(cx - half_mm / zooms[0], cx + half_mm / zooms[0])
+            ax.set_ylim(cy + half_mm / zooms[1], cy - half_mm / zooms[1])
+        ax.text(0.02, 0.5, "R", color="white", transform=ax.transAxes, fontsize=9, va="center")
+        ax.text(0.96, 0.5, "L", color="white", transform=ax.transAxes, fontsize=9, va="center")
+        empty = [name for name, m in (("reference", ref_c), ("prediction", pred_c)) if not m.any()]
+        note = f" ({' and '.join(empty)} empty)" if empty else ""
+        ax.set_title(f"zoom{note}" if zoom else f"axial slice {k} (RAS), on {background_name}", color="white",
+                     fontsize=9)
+        ax.set_axis_off()
+    fig.text(0.30, 0.03, "reference", color=REFERENCE_COLOUR, fontsize=10, ha="center")
+    fig.text(0.70, 0.03, "prediction", color=PREDICTION_COLOUR, fontsize=10, ha="center")
+    fig.suptitle(title, color="white", fontsize=10)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.08, top=0.86, wspace=0.04)
+    return _png(fig)
+
+
+def _label_classes(row: Mapping) -> tuple[int, ...] | None:
+    value = row.get("ref_label_classes")
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() in ("", "1"):
+        return None
+    return tuple(int(v) for v in str(value).split())
+
+
+# ----------------------------------------------------------------------------- HTML
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or value is pd.NA:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _digits(metric: str) -> int:
+    return 2 if metric.startswith("hd95") else 3
+
+
+def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>'
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def _definitions(result: CohortResult) -> str:
+    p = result.policy
+    if p.mode == "raw":
+        policy = ("<b>raw</b>: values of empty cases are kept as computed (NaN for 0/0, inf for a distance to an "
+                  "empty mask); groups with such values report NaN or inf statistics and count them in "
+                  "<code>n_nonfinite</code>.")
+    else:
+        policy = (f"<b>BraTS-compatible</b>: both masks empty &rarr; DSC, Jaccard, sensitivity, PPV = "
+                  f"{p.both_empty_dsc:g}, HD95 = {p.both_empty_hd95:g} mm; exactly one empty (missed or "
+                  f"hallucinated lesion) &rarr; overlap metrics = {p.one_empty_dsc:g}, HD95 = {p.one_empty_hd95:g} "
+                  "mm. The raw values stay in the <code>*_raw</code> columns of cases.csv.")
+    return f"""
+<ul>
+<li><b>DSC</b> 2TP/(2TP+FP+FN), <b>Jaccard</b> TP/(TP+FP+FN), <b>sensitivity</b> TP/(TP+FN), <b>PPV</b>
+TP/(TP+FP), exact voxel counts on the reference grid.</li>
+<li>Surface: face-connected boundary voxels (the array edge counts as background); distances are exact
+Euclidean distances in mm between surface voxels using the voxel spacing of the header.</li>
+<li><b>HD95</b> = max of the two directed 95th percentiles, max(p95 d(P&rarr;R), p95 d(R&rarr;P)) (MONAI's
+definition). <b>HD95 pooled</b> = 95th percentile of both directed distance sets pooled (medpy and BraTS
+toolkits); always &le; HD95. Percentiles interpolate linearly.</li>
+<li>Empty-case policy &mdash; {policy}</li>
+<li>Statistics use the policy values of the evaluated cases: mean, sample SD (ddof 1), median, Q1/Q3 and
+IQR (linear interpolation), and the {result.confidence:.0%} percentile bootstrap CI of the mean
+({result.bootstrap} resamples, seed {result.seed}). Failed cases are not in any statistic; they are counted
+in <code>n_failed</code> and listed above.</li>
+<li>A prediction must lie on the reference's grid: same shape and spacing, affine within
+{result.affine_atol_mm:g} mm; otherwise the case fails as <code>grid_mismatch</code>.</li>
+</ul>"""
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:1.5em} h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;font-size:0.85em;margin:8px 0}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right} th{background:#f0f0f0}
+td:first-child,th:first-child{text-align:left}
+table.failures td{text-align:left} table.failures{background:#fff4f4}
+.figs img{max-width:32%;margin:4px;border:1px solid #ddd} .overlays img{max-width:100%;margin:6px 0}
+.ok{color:#1a7f37} .bad{color:#b42318} code{background:#f4f4f4;padding:0 3px}
+"""
+
+
+def _summary_table(summary: pd.DataFrame) -> str:
+    rows = []
+    order = {m: i for i, m in enumerate(METRICS)}
+    summary = summary.sort_values("metric", key=lambda c: c.map(order), kind="mergesort")
+    for r in summary.itertuples():
+        d = _digits(r.metric)
+        rows.append([METRIC_LABELS.get(r.metric, r.metric), r.level, r.sequence, r.center, str(r.n_evaluated),
+                     str(r.n_failed), str(r.n_nonfinite), _fmt(r.mean, d), _fmt(r.sd, d), _fmt(r.median, d),
+                     _fmt(r.q1, d), _fmt(r.q3, d), _fmt(r.iqr, d), f"{_fmt(r.ci_low, d)} – {_fmt(r.ci_high, d)}"])
+    return _table(["metric", "level", "sequence", "center", "n", "failed", "non-finite", "mean", "SD", "median",
+                   "Q1", "Q3", "IQR", "95% CI of mean"], rows)
+
+
+def _cases_table(cases: pd.DataFrame) -> str:
+    rows = []
+    for r in cases.to_dict("records"):
+        ok = r["status"] == "evaluated"
+        rows.append([r["case_id"], str(r["center"]), str(r["sequence"]), r["status"] if ok else r["failure"]]
+                    + [_fmt(r[f"{m}_policy"], _digits(m)) if ok else "" for m in METRICS]
+                    + [_fmt(r.get("ref_volume_ml")) if ok else "", _fmt(r.get("pred_volume_ml")) if ok else "",
+                       r["empty_case"] if ok else ""])
+    return _table(["case", "center", "sequence", "status"] + [METRIC_LABELS[m] for m in METRICS]
+                  + ["ref mL", "pred mL", "empty"], rows)
+
+
+def _html(result: CohortResult, title: str, inputs: Mapping[str, str], plots: dict[str, bytes],
+          overlays: dict[str, tuple[pd.Series, bytes | None, str]]) -> str:
+    failures = result.failures
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    info = [[k, str(v)] for k, v in inputs.items()]
+    info += [["cases", str(len(result.cases))], ["evaluated", str(result.n_evaluated)],
+             ["failed", str(result.n_failed)], ["empty-case policy", result.policy.mode]]
+    parts.append(_table(["", ""], info))
+    parts.append(f"<h2>Cases not evaluated ({len(failures)})</h2>")
+    if failures:
+        parts.append(_table(["case", "patient", "sequence", "center", "kind", "file", "reason"],
+                            [[f.case_id, f.patient_id, f.sequence, f.center, f.kind, f.file, f.reason]
+                             for f in failures], "failures"))
+        kinds = sorted({f.kind for f in failures})
+        parts.append("<p>" + "; ".join(f"<code>{k}</code>: {html.escape(FAILURE_KINDS.get(k, k))}"
+                                       for k in kinds) + ".</p>")
+    else:
+        parts.append('<p class="ok">Every case was evaluated.</p>')
+    if result.unpaired_predictions:
+        parts.append(f"<p>Predictions that match no reference ({len(result.unpaired_predictions)}, not evaluated): "
+                     + ", ".join(f"<code>{html.escape(Path(p).name)}</code>" for p in result.unpaired_predictions)
+                     + "</p>")
+    parts.append("<h2>Summary (policy values)</h2>")
+    parts.append(_summary_table(result.summary))
+    if plots:
+        parts.append("<h2>Metrics by center</h2><div class='figs'>")
+        parts += [_img(png, f"{m} by center") for m, png in plots.items()]
+        parts.append("</div>")
+    if overlays:
+        parts.append("<h2>Best, median and worst case (by policy DSC)</h2><div class='overlays'>")
+        for name, (row, png, error) in overlays.items():
+            caption = (f"{name}: {row['case_id']} ({row['center']}, {row['sequence']}) — DSC "
+                       f"{_fmt(row['dsc_policy'])}, HD95 {_fmt(row['hd95_policy'], 2)} mm")
+            parts.append(f"<h3>{html.escape(caption)}</h3>")
+            parts.append(_img(png, caption) if png else f"<p class='bad'>overlay not drawn: {html.escape(error)}</p>")
+        parts.append("</div>")
+    parts.append("<h2>All cases</h2>")
+    parts.append(_cases_table(result.cases))
+    parts.append("<h2>Definitions</h2>")
+    parts.append(_definitions(result))
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _showcase_title(name: str, row: pd.Series) -> str:
+    return (f"{name}: {row['case_id']} ({row['center']}) DSC {_fmt(row['dsc_policy'])}, "
+            f"HD95 {_fmt(row['hd95_policy'], 2)} mm")
+
+
+def write_outputs(result: CohortResult, output_dir: str | os.PathLike, title: str = "Cohort evaluation",
+                  inputs: Mapping[str, str] | None = None, plots: bool = True) -> dict[str, Path]:
+    """Write every output of ``result`` into ``output_dir``; returns the paths by name."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    paths["cases"] = atomic_write_text(out / "cases.csv", result.cases.to_csv(index=False, lineterminator="\n"))
+    paths["summary_csv"] = atomic_write_text(out / "summary.csv",
+                                             result.summary.to_csv(index=False, lineterminator="\n"))
+    document = {
+        "inputs": dict(inputs or {}),
+        "policy": asdict(result.policy),
+        "affine_atol_mm": result.affine_atol_mm,
+        "bootstrap": {"method": "percentile bootstrap of the mean", "resamples": result.bootstrap,
+                      "seed": result.seed, "confidence": result.confidence},
+        "n_cases": int(len(result.cases)),
+        "n_evaluated": result.n_evaluated,
+        "n_failed": result.n_failed,
+        "groups": summary_records(result.summary),
+        "failures": [asdict(f) for f in result.failures],
+        "unpaired_predictions": list(result.unpaired_predictions),
+    }
+    paths["summary_json"] = atomic_write_text(out / "summary.json",
+                                              json.dumps(document, indent=2, allow_nan=False) + "\n")
+    plot_pngs: dict[str, bytes] = {}
+    overlays: dict[str, tuple[pd.Series, bytes | None, str]] = {}
+    evaluated = result.evaluated
+    if plots and not evaluated.empty:
+        by_sequence = bool(result.cases["sequence"].nunique() > 1)
+        not_evaluated = result.cases[result.cases["status"] != "evaluated"]
+        failed = _group_labels(not_evaluated, by_sequence).value_counts().to_dict() if len(not_evaluated) else {}
+        for metric in METRICS:
+            plot_pngs[metric] = metric_plot_png(evaluated, metric, result.policy.mode, failed, by_sequence)
+            paths[f"plot_{metric}"] = atomic_write_bytes(out / "figures" / f"{metric}_by_center.png",
+                                                         plot_pngs[metric])
+        for name, row in pick_showcase_cases(evaluated).items():
+            try:
+                png = overlay_png(row, _showcase_title(name, row))
+            except Exception as exc:  # a figure must not lose the report
+                overlays[name] = (row, None, f"{type(exc).__name__}: {exc}")
+                continue
+            overlays[name] = (row, png, "")
+            paths[f"overlay_{name}"] = atomic_write_bytes(out / "figures" / f"overlay_{name}.png", png)
+    paths["report"] = atomic_write_text(out / "report.html",
+                                        _html(result, title, dict(inputs or {}), plot_pngs, overlays))
+    return paths

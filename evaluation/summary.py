@@ -1,0 +1,145 @@
+"""Cohort statistics of per-case metrics: overall, per sequence, per center.
+
+Computed on the **policy** columns (``<metric>_policy``) of the evaluated cases, i.e. after
+:func:`evaluation.empty_policy.apply_empty_policy`. Per group and metric:
+
+* ``n_evaluated`` / ``n_failed``: cases of the group with metrics / not evaluated;
+* ``n_nonfinite``: evaluated cases whose value is NaN or inf (only possible with the ``raw``
+  policy). They are *not* dropped: mean, SD, median, quartiles and CI are then NaN or inf,
+  so a missed lesion under the raw policy shows up as ``inf`` rather than vanishing;
+* ``mean``; ``sd`` (sample SD, ``ddof=1``; NaN for one case); ``median``, ``q1``, ``q3``
+  (25th/75th percentiles, linear interpolation) and ``iqr = q3 - q1``;
+* ``ci_low`` / ``ci_high``: percentile bootstrap CI of the mean (``resamples`` resamples of
+  the group's cases with replacement, ``numpy.random.default_rng(seed)`` per group and
+  metric, so the numbers do not depend on the order groups are computed in); NaN for fewer
+  than two cases or non-finite values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evaluation.empty_policy import DISTANCE_KEYS, OVERLAP_KEYS
+
+__all__ = ["METRICS", "STAT_COLUMNS", "bootstrap_mean_ci", "describe", "summarize", "summary_records"]
+
+METRICS: tuple[str, ...] = OVERLAP_KEYS + DISTANCE_KEYS
+STAT_COLUMNS: tuple[str, ...] = (
+    "n_evaluated", "n_failed", "n_nonfinite", "mean", "sd", "median", "q1", "q3", "iqr", "ci_low", "ci_high",
+)
+ALL = "all"
+
+
+def bootstrap_mean_ci(values: Sequence[float], resamples: int = 2000, confidence: float = 0.95,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean; ``(nan, nan)`` for fewer than 2 values or any non-finite one."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2 or not np.all(np.isfinite(values)) or resamples < 1:
+        return math.nan, math.nan
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    means = np.empty(int(resamples), dtype=np.float64)
+    chunk = max(1, 2_000_000 // values.size)  # bounded memory for large cohorts
+    for start in range(0, int(resamples), chunk):
+        stop = min(start + chunk, int(resamples))
+        means[start:stop] = values[rng.integers(0, values.size, size=(stop - start, values.size))].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.percentile(means, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    return float(low), float(high)
+
+
+def describe(values: Sequence[float], resamples: int = 2000, confidence: float = 0.95,
+             seed: int = 0) -> dict[str, Any]:
+    """The statistics of one group and metric (module docstring); ``n_failed`` is left to the caller."""
+    values = np.asarray(values, dtype=np.float64)
+    n = int(values.size)
+    nonfinite = int(np.count_nonzero(~np.isfinite(values)))
+    out: dict[str, Any] = {"n_evaluated": n, "n_nonfinite": nonfinite}
+    if n == 0:
+        out.update({k: math.nan for k in ("mean", "sd", "median", "q1", "q3", "iqr", "ci_low", "ci_high")})
+        return out
+    with np.errstate(invalid="ignore"):
+        mean = float(np.mean(values))
+        sd = float(np.std(values, ddof=1)) if n > 1 else math.nan
+        if np.isnan(values).any():
+            median = q1 = q3 = math.nan
+        else:
+            q1, median, q3 = (float(v) for v in np.percentile(values, [25.0, 50.0, 75.0]))
+        iqr = q3 - q1
+    low, high = bootstrap_mean_ci(values, resamples, confidence, seed)
+    out.update({"mean": mean, "sd": sd, "median": median, "q1": q1, "q3": q3, "iqr": float(iqr),
+                "ci_low": low, "ci_high": high})
+    return out
+
+
+def _groups(cases: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame]]:
+    groups = [("overall", ALL, ALL, cases)]
+    for seq, part in cases.groupby("sequence", sort=True):
+        groups.append(("sequence", str(seq), ALL, part))
+    for center, part in cases.groupby("center", sort=True):
+        groups.append(("center", ALL, str(center), part))
+    if cases["sequence"].nunique() > 1:
+        for (seq, center), part in cases.groupby(["sequence", "center"], sort=True):
+            groups.append(("sequence+center", str(seq), str(center), part))
+    return groups
+
+
+def summarize(cases: pd.DataFrame, metrics: Sequence[str] = METRICS, resamples: int = 2000,
+              confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Long table, one row per group and metric: ``level, sequence, center, metric`` + :data:`STAT_COLUMNS`.
+
+    ``cases`` is the per-case table of :class:`evaluation.cohort_evaluator.CohortResult`
+    (columns ``status``, ``sequence``, ``center`` and ``<metric>_policy``). Levels:
+    ``overall``, ``sequence``, ``center`` and, with more than one sequence, ``sequence+center``.
+    """
+    rows = []
+    for level, seq, center, part in _groups(cases):
+        evaluated = part[part["status"] == "evaluated"]
+        n_failed = int((part["status"] != "evaluated").sum())
+        for metric in metrics:
+            column = f"{metric}_policy"
+            values = evaluated[column].astype(float).to_numpy() if column in evaluated else np.array([])
+            stats = describe(values, resamples, confidence, seed)
+            rows.append({"level": level, "sequence": seq, "center": center, "metric": metric,
+                         **stats, "n_failed": n_failed})
+    frame = pd.DataFrame(rows, columns=["level", "sequence", "center", "metric", *STAT_COLUMNS])
+    return frame.astype({"n_evaluated": int, "n_failed": int, "n_nonfinite": int})
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    return value
+
+
+def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
+    """The summary as JSON-ready groups: ``level, sequence, center, n_evaluated, n_failed, metrics{...}``.
+
+    Non-finite numbers become the strings ``"nan"``, ``"inf"``, ``"-inf"`` (JSON has none).
+    """
+    records = []
+    for (level, seq, center), part in summary.groupby(["level", "sequence", "center"], sort=False):
+        first = part.iloc[0]
+        metrics = {
+            row["metric"]: {k: _json_number(row[k]) for k in STAT_COLUMNS if k not in ("n_evaluated", "n_failed")}
+            for _, row in part.iterrows()
+        }
+        records.append({"level": level, "sequence": seq, "center": center,
+                        "n_evaluated": int(first["n_evaluated"]), "n_failed": int(first["n_failed"]),
+                        "metrics": metrics})
+    return records

@@ -1,0 +1,159 @@
+"""``dmg evaluate``: evaluate a folder of predicted masks against a cohort's references or a reference folder.
+
+Cohort mode (``--cohort SRC --sequence SEQ``): the prediction of each patient is
+``PRED_DIR/<patient_id>_<sequence>_seg.nii.gz``. Folder mode (``--ref REF_DIR``): every
+``REF_DIR/<name>.nii.gz`` is paired with ``PRED_DIR/<name>.nii.gz``; ``--cohort`` then only
+supplies centers (and images for the overlays). Missing, unreadable and misaligned cases are
+reported by name and skipped; the rest is evaluated. Writes ``cases.csv``, ``summary.csv``,
+``summary.json``, ``figures/`` and ``report.html`` into ``--out``. Exit status 0 when at
+least one case was evaluated, 1 when none could be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def _default_workers() -> int:
+    return min(2, os.cpu_count() or 1)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate predicted masks against references (per-case CSV, summary, report)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pred", required=True, metavar="PRED_DIR", help="folder of predicted masks (NIfTI)")
+    p.add_argument("--cohort", metavar="SRC", help="cohort: manifest.csv, datalist .json or a folder")
+    p.add_argument("--sequence", choices=("t1c", "t2", "flair"),
+                   help="sequence to evaluate (required with --cohort alone)")
+    p.add_argument("--ref", metavar="REF_DIR", help="folder of reference masks, paired by file name")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR", help="output folder for the report")
+    p.add_argument("--workers", type=int, default=_default_workers(),
+                   help="parallel processes (default: %(default)s)")
+    p.add_argument("--policy", choices=("brats", "raw"), default="brats",
+                   help="empty-case policy for the summary: brats (default) or raw (keep NaN/inf)")
+    p.add_argument("--one-empty-hd95", type=float, default=373.13, metavar="MM",
+                   help="HD95 penalty when exactly one mask is empty (default: %(default)s mm)")
+    p.add_argument("--affine-tol", type=float, default=1e-3, metavar="MM",
+                   help="largest allowed affine difference between prediction and reference (default: %(default)s)")
+    p.add_argument("--ref-classes", default=None, metavar="LABELS",
+                   help="folder mode: comma-separated label values that are foreground in the references "
+                        "(e.g. 1,2,4 for the BraTS whole tumour; default: binary masks)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% CI (default: 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    p.add_argument("--title", default=None, help="report title")
+    p.set_defaults(func=run)
+
+
+def _cohort_items(cohort, sequences) -> tuple[list[dict], list[dict], list[str]]:
+    """Plain dicts for :mod:`evaluation.pairing` (evaluation never imports pipeline).
+
+    Returns the labelled items, the cohort's problems for these sequences (failed cases) and
+    the patients that have an image but no reference label (not evaluated, only listed).
+    """
+    items, failures, unlabeled = [], [], []
+    for seq in sequences:
+        for d in cohort.datalist(seq):
+            if d.get("label") is None:
+                unlabeled.append(d["patient_id"])
+                continue
+            items.append({"patient_id": d["patient_id"], "center": d["center"], "sequence": seq, "label": d["label"],
+                          "image": d["image"], "label_classes": d["label_classes"]})
+        centers = {c["patient_id"]: c.get("center") for c in cohort.cases}
+        for issue in cohort.issues:
+            if issue.sequence not in (None, seq) or issue.patient_id == "-":
+                continue
+            case = next((c for c in cohort.cases if c["patient_id"] == issue.patient_id), {})
+            if issue.sequence is None and case.get(seq) is None and case.get(f"label_{seq}") is None:
+                continue  # a patient-level problem of a patient without this sequence
+            failures.append({"patient_id": issue.patient_id, "sequence": seq, "center": centers.get(issue.patient_id),
+                             "file": issue.file, "reason": f"cohort: {issue.problem}",
+                             "label": case.get(f"label_{seq}"), "image": case.get(seq)})
+    return items, failures, unlabeled
+
+
+def _all_label_items(cohort, sequences) -> list[dict]:
+    """Every labelled (patient, sequence) of a cohort, usable or not: for center/image lookup in folder mode."""
+    return [{"patient_id": c["patient_id"], "center": c["center"], "sequence": seq, "label": c.get(f"label_{seq}"),
+             "image": c.get(seq), "label_classes": c.get(f"label_classes_{seq}")}
+            for c in cohort.cases for seq in sequences if c.get(f"label_{seq}") or c.get(seq)]
+
+
+def _print_table(result) -> None:
+    summary = result.summary
+    rows = summary[(summary["metric"] == "dsc") & summary["level"].isin(["sequence", "center", "sequence+center",
+                                                                          "overall"])]
+    hd95 = summary[summary["metric"] == "hd95"].set_index(["level", "sequence", "center"])["median"]
+    print(f"{'sequence':<10}{'center':<14}{'n':>5}{'failed':>8}{'DSC mean ± SD':>20}{'HD95 median mm':>17}")
+    for r in rows.itertuples():
+        dsc = "-" if not r.n_evaluated else f"{r.mean:.3f} ± " + ("n/a" if r.sd != r.sd else f"{r.sd:.3f}")
+        med = hd95.get((r.level, r.sequence, r.center), float("nan"))
+        med = "-" if med != med else f"{med:.2f}"
+        print(f"{r.sequence:<10}{r.center:<14}{r.n_evaluated:>5}{r.n_failed:>8}{dsc:>20}{med:>17}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from evaluation import CohortEvaluator, EmptyCasePolicy, pair_cohort, pair_folders
+    from pipeline.data.cohort import SEQUENCES, load_cohort
+
+    if args.ref is None and args.cohort is None:
+        raise ValueError("give references: --cohort SRC --sequence SEQ, or --ref REF_DIR")
+    if args.ref is None and args.sequence is None:
+        raise ValueError("--cohort needs --sequence (t1c, t2 or flair)")
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    if args.bootstrap < 0:
+        raise ValueError("--bootstrap must be >= 0")
+    if args.affine_tol < 0:
+        raise ValueError("--affine-tol must be >= 0 mm")
+    for flag, value in (("--pred", args.pred), ("--ref", args.ref)):
+        if value is not None and not Path(value).is_dir():
+            raise FileNotFoundError(f"{flag} {value}: no such folder")
+    if args.ref is None and args.ref_classes is not None:
+        raise ValueError("--ref-classes applies to --ref folder mode only (a cohort knows its label classes)")
+    ref_classes = None
+    if args.ref_classes is not None:
+        try:
+            ref_classes = [int(v) for v in args.ref_classes.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--ref-classes must be comma-separated integers, got {args.ref_classes!r}") from None
+    policy = (EmptyCasePolicy(mode="raw") if args.policy == "raw"
+              else EmptyCasePolicy(one_empty_hd95=args.one_empty_hd95))
+
+    sequences = [args.sequence] if args.sequence else list(SEQUENCES)
+    cohort = load_cohort(args.cohort, strict=False, read_data=False, progress=False) if args.cohort else None
+    inputs = {"predictions": str(Path(args.pred).resolve())}
+    if args.ref is None:
+        items, known_failures, unlabeled = _cohort_items(cohort, sequences)
+        if not items and not known_failures:
+            raise ValueError(f"{args.cohort}: no patient has a {args.sequence} reference label")
+        pairing = pair_cohort(args.pred, items, known_failures)
+        inputs.update({"cohort": str(cohort.source.resolve()), "sequence": args.sequence})
+        if unlabeled:
+            inputs["without a reference label (not evaluated)"] = ", ".join(unlabeled)
+    else:
+        items = _all_label_items(cohort, sequences) if cohort is not None else None
+        pairing = pair_folders(args.pred, args.ref, cohort_items=items, sequence=args.sequence,
+                               ref_label_classes=ref_classes)
+        inputs["references"] = str(Path(args.ref).resolve())
+        if cohort is not None:
+            inputs["cohort (centers)"] = str(cohort.source.resolve())
+    evaluator = CohortEvaluator(policy=policy, workers=args.workers, affine_atol=args.affine_tol,
+                                bootstrap=args.bootstrap, seed=args.seed)
+    title = args.title or f"Cohort evaluation: {Path(args.pred).name}" + (f" ({args.sequence})" if args.sequence else "")
+    result = evaluator.run(pairing, args.out, title=title, inputs=inputs)
+
+    print(f"{len(result.cases)} cases: {result.n_evaluated} evaluated, {result.n_failed} failed "
+          f"(empty-case policy: {policy.mode})")
+    if result.n_evaluated:
+        _print_table(result)
+    for failure in result.failures:
+        print(f"  FAILED {failure}")
+    if args.ref is None and unlabeled:
+        print(f"  {len(unlabeled)} patient(s) without a {args.sequence} reference label were not evaluated: "
+              + ", ".join(unlabeled))
+    if result.unpaired_predictions:
+        print(f"  {len(result.unpaired_predictions)} prediction(s) match no reference (see the report)")
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0 if result.n_evaluated else 1
