@@ -1,46 +1,17 @@
-"""Atomic, byte-reproducible file writers (temp file in the same folder, then ``os.replace``)."""
+"""Byte-reproducible NIfTI writers on top of the atomic writes of :mod:`evaluation.atomic_io`."""
 
 from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from evaluation.atomic_io import atomic_write_bytes, atomic_write_text
 
-def _read_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once at import: os.umask can only be read by setting it
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; a reader sees the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+__all__ = ["atomic_write_bytes", "atomic_write_text", "nifti_image", "save_nifti_gz"]
 
 
 def nifti_image(data: np.ndarray, affine: np.ndarray, slope: float = 1.0) -> nib.Nifti1Image:
