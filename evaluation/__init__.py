@@ -14,11 +14,19 @@ from evaluation.metrics import compute_case_metrics, compute_slice_metrics, surf
 from evaluation.pairing import EvaluationCase, Pairing, pair_cohort, pair_folders
 from evaluation.report import write_outputs
 from evaluation.summary import bootstrap_mean_ci, summarize
+from evaluation.classification import (
+    ClassificationResult,
+    average_precision,
+    classification_metrics,
+    patient_probabilities,
+    roc_auc,
+)
 
 __all__ = [
     "BRATS_POLICY",
     "RAW_POLICY",
     "CaseFailure",
+    "ClassificationResult",
     "CohortEvaluator",
     "CohortResult",
     "EmptyCasePolicy",
@@ -27,7 +35,9 @@ __all__ = [
     "Pairing",
     "apply_empty_policy",
     "apply_empty_policy_frame",
+    "average_precision",
     "bootstrap_mean_ci",
+    "classification_metrics",
     "compute_case_metrics",
     "compute_case_metrics_from_files",
     "compute_slice_metrics",
@@ -35,6 +45,8 @@ __all__ = [
     "load_mask",
     "pair_cohort",
     "pair_folders",
+    "patient_probabilities",
+    "roc_auc",
     "spacing_from_nifti",
     "summarize",
     "surface_distances",

@@ -13,6 +13,18 @@ from pipeline.networks.variants import (
     build_variant,
     get_variant,
 )
+from pipeline.networks.feature_map_transformer import FeatureMapTransformer
+from pipeline.networks.h3k27m_net import (
+    H3K27M_CONFIGS,
+    H3K27MConfig,
+    H3K27MEncoder,
+    H3K27MNet,
+    build_h3k27m_net,
+    get_h3k27m_config,
+)
+from pipeline.networks.multiscale_attention_head import AttentionExchange, MultiScaleAttentionHead
+from pipeline.networks.residual_decoder import ResidualUDecoder, ResidualUpBlock
+from pipeline.networks.resnet_encoder import ResNetEncoder
 
 __all__ = [
     "CBAM",
@@ -31,4 +43,16 @@ __all__ = [
     "build_generator",
     "build_discriminator",
     "build_variant",
+    "ResNetEncoder",
+    "FeatureMapTransformer",
+    "ResidualUpBlock",
+    "ResidualUDecoder",
+    "AttentionExchange",
+    "MultiScaleAttentionHead",
+    "H3K27MEncoder",
+    "H3K27MNet",
+    "H3K27MConfig",
+    "H3K27M_CONFIGS",
+    "get_h3k27m_config",
+    "build_h3k27m_net",
 ]
