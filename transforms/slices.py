@@ -97,9 +97,9 @@ class AxialSlicesd(Randomizable, MapTransform, MultiSampleTrait):
         if not present:
             raise KeyError(f"none of the keys {self.keys} is in the data")
         depth = int(d[present[0]].shape[-1])
-        if self.label_key in d:
+        if self.policy != "all" and self.label_key in d and self.label_key in self.keys:
             self.randomize(lesion_slices(d[self.label_key]))
-        else:
+        else:  # every slice: policy "all", or no (loaded) label to select by
             self._indices = np.arange(depth)
         out = []
         for index in self._indices.tolist():

@@ -203,7 +203,7 @@ def read_datalist(path: str | os.PathLike, data_list_key: str = "training", sequ
                 raise CohortError(path, [CohortIssue(str(item.get("patient_id", index)), str(image),
                                                      "multi-file images are not supported: one sequence per item")])
             item[seq], item[f"label_{seq}"] = image, label
-            item.setdefault("patient_id", _stem(image))
+            item.setdefault("patient_id", nifti_stem(image))
         item.setdefault("patient_id", f"case_{index:04d}")
         cases.append(_patient(path.parent, item))
     return cases
@@ -230,7 +230,8 @@ def read_brats_folder(path: str | os.PathLike, center: str = "brats2021") -> lis
     return cases
 
 
-def _stem(file: str) -> str:
+def nifti_stem(file: str) -> str:
+    """File name without its .nii or .nii.gz extension."""
     name = Path(str(file)).name
     for ext in (".nii.gz", ".nii"):
         if name.endswith(ext):

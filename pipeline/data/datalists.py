@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
-from pipeline.data.cohort import Cohort, load_cohort
+from pipeline.data.cohort import Cohort, load_cohort, nifti_stem
 from pipeline.data.splits import fold_split
 
 STAGES = ("pretrain", "finetune")
@@ -72,3 +73,40 @@ def cohort_datalist(source: str | os.PathLike, sequence: str, require_label: boo
     if not items:
         raise ValueError(f"{source}: no usable {sequence} image" + (" with a reference mask" if require_label else ""))
     return items
+
+
+def status_datalists(
+    dataset_dir: str | os.PathLike,
+    sequence: str = "t2",
+    fold: int = 0,
+    n_folds: int = 5,
+    seed: int = 0,
+    validation_dir: str | os.PathLike | None = None,
+) -> dict[str, list[dict]]:
+    """H3K27M co-training lists: patients with a known status and a reference mask, folds stratified by status.
+
+    ``fold=-1`` trains on every such patient and validates on ``validation_dir``.
+    """
+    items = [d for d in _load(dataset_dir, sequence).datalist(sequence, require_label=True) if d["h3k27m"] in (0, 1)]
+    if not items:
+        raise ValueError(f"{dataset_dir}: no patient with a {sequence} image, a reference mask and a known status")
+    if fold < 0:
+        if validation_dir is None:
+            raise ValueError("fold=-1 (no cross-validation) needs validation_dir")
+        validate = [d for d in _load(validation_dir, sequence).datalist(sequence, require_label=True)
+                    if d["h3k27m"] in (0, 1)]
+        return {"train": items, "validate": validate}
+    train, validate = fold_split(items, fold, n_folds=n_folds, seed=seed, stratify_key="h3k27m")
+    return {"train": train, "validate": validate}
+
+
+def pretraining_datalist(source: str | os.PathLike, sequence: str = "t2") -> list[dict]:
+    """Images for masked-image pretraining: a cohort (manifest, datalist JSON, BraTS folder) gives its
+    ``sequence`` images; any other folder gives every ``*.nii``/``*.nii.gz`` below it (IXI layout)."""
+    source = Path(source)
+    if source.is_dir() and not (source / "manifest.csv").exists() and not any(source.glob("BraTS*")):
+        files = sorted(p for p in source.rglob("*") if p.name.endswith((".nii", ".nii.gz")))
+        if not files:
+            raise ValueError(f"{source}: no NIfTI files found for pretraining")
+        return [{"image": str(p), "patient_id": nifti_stem(p.name)} for p in files]
+    return [{"image": d["image"], "patient_id": d["patient_id"]} for d in cohort_datalist(source, sequence)]
