@@ -1,0 +1,97 @@
+"""The H3K27M bundle on a tiny cohort: masked pretraining, co-training from the pretrained encoder, resume,
+inference CSV and masks on the input grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.bundle import run as run_bundle
+
+CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "h3k27m_classification" / "configs"
+TINY = {"base_width": 8, "spatial_size": 64, "num_workers": 0, "batch_size": 8}
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _run(config: str, root: Path, **overrides) -> None:
+    run_bundle(config_file=str(CONFIGS / config), meta_file=str(CONFIGS / "metadata.json"),
+               logging_file=str(CONFIGS / "logging.conf"), bundle_root=str(root), **TINY, **overrides)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_cohort) -> Path:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("h3k27m")
+    _run("pretrain.json", root, pretrain_dir=str(tiny_cohort.parent), num_epochs=1)
+    _run("train.json", root, dataset_dir=str(tiny_cohort.parent), n_folds=3, num_epochs=2, val_interval=1,
+         pretrained_encoder=str(root / "runs" / "pretrain_full" / "model.pt"))
+    return root
+
+
+def test_pretraining_writes_an_encoder_that_co_training_loads(trained: Path):
+    from pipeline.engines.status_handlers import load_pretrained_encoder_file
+    from pipeline.networks import build_h3k27m_net
+
+    pretrained = trained / "runs" / "pretrain_full" / "model.pt"
+    net = build_h3k27m_net("full", base_width=8, img_size=64)
+    report = load_pretrained_encoder_file(net, pretrained)
+    assert report.loaded and not report.not_pretrained
+    state = torch.load(pretrained, weights_only=True)
+    key = "resnet.conv1.weight"
+    assert torch.equal(net.encoder.state_dict()[key], state[f"encoder.{key}"])
+
+
+def test_co_training_saves_checkpoint_and_best_model(trained: Path):
+    run = trained / "runs" / "full_fold0"
+    ckpt = torch.load(run / "checkpoint_epoch=2.pt", weights_only=True)
+    assert set(ckpt) == {"network", "optimizer", "lr_scheduler", "trainer"}
+    assert ckpt["trainer"]["iteration"] == 2 * ckpt["trainer"]["epoch_length"]
+    assert ckpt["lr_scheduler"]["last_epoch"] == 2
+    assert (run / "model.pt").exists()
+
+
+def test_resume_continues_from_the_last_epoch(trained: Path, tiny_cohort: Path):
+    _run("train.json", trained, dataset_dir=str(tiny_cohort.parent), n_folds=3, num_epochs=3, val_interval=1)
+    run = trained / "runs" / "full_fold0"
+    ckpt = torch.load(run / "checkpoint_epoch=3.pt", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 3 * ckpt["trainer"]["epoch_length"]
+    steps = {int(s["momentum_buffer"] is not None) for s in ckpt["optimizer"]["state"].values()}
+    assert steps == {1} and ckpt["lr_scheduler"]["last_epoch"] == 3
+    assert not (run / "checkpoint_epoch=2.pt").exists()
+
+
+def test_inference_writes_predictions_and_masks_on_the_input_grid(trained: Path, tiny_cohort: Path, tmp_path: Path):
+    out = tmp_path / "pred"
+    _run("inference.json", trained, dataset_dir=str(tiny_cohort.parent), output_dir=str(out),
+         model_file=str(trained / "runs" / "full_fold0" / "model.pt"))
+    table = pd.read_csv(out / "predictions.csv")
+    manifest = pd.read_csv(tiny_cohort)
+    assert list(table.patient_id) == list(manifest.patient_id)
+    assert table.probability_altered.between(0, 1).all()
+    assert set(table.predicted_status) <= {"altered", "wild-type"}
+    assert ((table.probability_altered >= 0.5) == (table.predicted_status == "altered")).all()
+    for row in manifest.itertuples():
+        image = nib.load(tiny_cohort.parent / row.t2)
+        mask = nib.load(out / f"{row.patient_id}_t2_tumour.nii.gz")
+        assert mask.shape == image.shape
+        np.testing.assert_allclose(mask.affine, image.affine, atol=1e-6)
+
+
+def test_an_unreadable_image_is_skipped_and_reported(tmp_path: Path, tiny_cohort: Path):
+    from pipeline.inference.status_cohort import predict_cohort_status
+    from pipeline.networks import build_h3k27m_net
+
+    broken = tmp_path / "broken_t2.nii.gz"
+    broken.write_bytes(b"not a nifti")
+    good = {"image": str(tiny_cohort.parent / "images" / "tiny_00_t2.nii.gz"), "patient_id": "tiny_00"}
+    net = build_h3k27m_net("full", base_width=8, img_size=64)
+    table = predict_cohort_status(net, [{"image": str(broken), "patient_id": "bad"}, good], tmp_path / "out",
+                                  spatial_size=64, progress=False)
+    assert table.status.iloc[0].startswith("skipped: ") and "broken_t2.nii.gz" in table.status.iloc[0]
+    assert table.status.iloc[1] == "done" and (tmp_path / "out" / "tiny_00_t2_tumour.nii.gz").exists()
+    assert pd.read_csv(tmp_path / "out" / "predictions.csv").shape[0] == 2
