@@ -16,9 +16,7 @@ needed) and also written to ``figures/``:
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 import os
@@ -32,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.atomic_io import atomic_write_bytes, atomic_write_text
+from evaluation.html import PAGE_END, fmt, html_table, img_tag, new_figure, page_start, png_bytes
 from evaluation.mask_io import load_mask
 from evaluation.pairing import FAILURE_KINDS
 from evaluation.summary import METRICS, summary_records
@@ -45,21 +44,6 @@ METRIC_LABELS = {"dsc": "DSC", "jaccard": "Jaccard", "sensitivity": "Sensitivity
                  "hd95": "HD95 (mm)", "hd95_pooled": "HD95 pooled (mm)"}
 REFERENCE_COLOUR = "#00e000"
 PREDICTION_COLOUR = "#ff2020"
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, facecolor=fig.get_facecolor())
-    return buf.getvalue()
-
-
-def _figure(width: float, height: float, facecolor: str = "white"):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), facecolor=facecolor)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _group_labels(cases: pd.DataFrame, by_sequence: bool) -> pd.Series:
@@ -80,7 +64,7 @@ def metric_plot_png(evaluated: pd.DataFrame, metric: str, policy_mode: str,
     labels = _group_labels(evaluated, by_sequence)
     values = evaluated[f"{metric}_policy"].astype(float)
     groups = sorted(set(labels.unique()) | {g for g, n in (failed or {}).items() if n})
-    fig = _figure(max(3.6, 1.2 + 1.1 * len(groups)), 3.6)
+    fig = new_figure(max(3.6, 1.2 + 1.1 * len(groups)), 3.6)
     ax = fig.add_subplot(1, 1, 1)
     rng = np.random.default_rng(0)
     data, ticks, hidden = [], [], 0
@@ -109,7 +93,7 @@ def metric_plot_png(evaluated: pd.DataFrame, metric: str, policy_mode: str,
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def pick_showcase_cases(evaluated: pd.DataFrame) -> dict[str, pd.Series]:
@@ -160,7 +144,7 @@ def overlay_png(row: Mapping, title: str) -> bytes:
     image, ref_s, pred_s = (_display(v, k) for v in (image_c, ref_c, pred_c))
     aspect = zooms[1] / zooms[0]  # display rows are the y axis, columns the x axis
 
-    fig = _figure(9.0, 4.9, facecolor="black")
+    fig = new_figure(9.0, 4.9, facecolor="black")
     lo, hi = np.percentile(image, [1.0, 99.7]) if image.any() else (0.0, 1.0)
     union = (ref_s > 0) | (pred_s > 0)
     for n, zoom in enumerate((False, True)):
@@ -186,7 +170,7 @@ def overlay_png(row: Mapping, title: str) -> bytes:
     fig.text(0.70, 0.03, "prediction", color=PREDICTION_COLOUR, fontsize=10, ha="center")
     fig.suptitle(title, color="white", fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.08, top=0.86, wspace=0.04)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _label_classes(row: Mapping) -> tuple[int, ...] | None:
@@ -199,35 +183,8 @@ def _label_classes(row: Mapping) -> tuple[int, ...] | None:
 # ----------------------------------------------------------------------------- HTML
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or value is pd.NA:
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _digits(metric: str) -> int:
     return 2 if metric.startswith("hd95") else 3
-
-
-def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>'
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
 def _definitions(result: CohortResult) -> str:
@@ -260,18 +217,6 @@ in <code>n_failed</code> and listed above.</li>
 </ul>"""
 
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1400px}
-h1{font-size:1.5em} h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;font-size:0.85em;margin:8px 0}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:right} th{background:#f0f0f0}
-td:first-child,th:first-child{text-align:left}
-table.failures td{text-align:left} table.failures{background:#fff4f4}
-.figs img{max-width:32%;margin:4px;border:1px solid #ddd} .overlays img{max-width:100%;margin:6px 0}
-.ok{color:#1a7f37} .bad{color:#b42318} code{background:#f4f4f4;padding:0 3px}
-"""
-
-
 def _summary_table(summary: pd.DataFrame) -> str:
     rows = []
     order = {m: i for i, m in enumerate(METRICS)}
@@ -279,9 +224,9 @@ def _summary_table(summary: pd.DataFrame) -> str:
     for r in summary.itertuples():
         d = _digits(r.metric)
         rows.append([METRIC_LABELS.get(r.metric, r.metric), r.level, r.sequence, r.center, str(r.n_evaluated),
-                     str(r.n_failed), str(r.n_nonfinite), _fmt(r.mean, d), _fmt(r.sd, d), _fmt(r.median, d),
-                     _fmt(r.q1, d), _fmt(r.q3, d), _fmt(r.iqr, d), f"{_fmt(r.ci_low, d)} – {_fmt(r.ci_high, d)}"])
-    return _table(["metric", "level", "sequence", "center", "n", "failed", "non-finite", "mean", "SD", "median",
+                     str(r.n_failed), str(r.n_nonfinite), fmt(r.mean, d), fmt(r.sd, d), fmt(r.median, d),
+                     fmt(r.q1, d), fmt(r.q3, d), fmt(r.iqr, d), f"{fmt(r.ci_low, d)} – {fmt(r.ci_high, d)}"])
+    return html_table(["metric", "level", "sequence", "center", "n", "failed", "non-finite", "mean", "SD", "median",
                    "Q1", "Q3", "IQR", "95% CI of mean"], rows)
 
 
@@ -290,25 +235,24 @@ def _cases_table(cases: pd.DataFrame) -> str:
     for r in cases.to_dict("records"):
         ok = r["status"] == "evaluated"
         rows.append([r["case_id"], str(r["center"]), str(r["sequence"]), r["status"] if ok else r["failure"]]
-                    + [_fmt(r[f"{m}_policy"], _digits(m)) if ok else "" for m in METRICS]
-                    + [_fmt(r.get("ref_volume_ml")) if ok else "", _fmt(r.get("pred_volume_ml")) if ok else "",
+                    + [fmt(r[f"{m}_policy"], _digits(m)) if ok else "" for m in METRICS]
+                    + [fmt(r.get("ref_volume_ml")) if ok else "", fmt(r.get("pred_volume_ml")) if ok else "",
                        r["empty_case"] if ok else ""])
-    return _table(["case", "center", "sequence", "status"] + [METRIC_LABELS[m] for m in METRICS]
+    return html_table(["case", "center", "sequence", "status"] + [METRIC_LABELS[m] for m in METRICS]
                   + ["ref mL", "pred mL", "empty"], rows)
 
 
 def _html(result: CohortResult, title: str, inputs: Mapping[str, str], plots: dict[str, bytes],
           overlays: dict[str, tuple[pd.Series, bytes | None, str]]) -> str:
     failures = result.failures
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    parts = [page_start(title)]
     info = [[k, str(v)] for k, v in inputs.items()]
     info += [["cases", str(len(result.cases))], ["evaluated", str(result.n_evaluated)],
              ["failed", str(result.n_failed)], ["empty-case policy", result.policy.mode]]
-    parts.append(_table(["", ""], info))
+    parts.append(html_table(["", ""], info))
     parts.append(f"<h2>Cases not evaluated ({len(failures)})</h2>")
     if failures:
-        parts.append(_table(["case", "patient", "sequence", "center", "kind", "file", "reason"],
+        parts.append(html_table(["case", "patient", "sequence", "center", "kind", "file", "reason"],
                             [[f.case_id, f.patient_id, f.sequence, f.center, f.kind, f.file, f.reason]
                              for f in failures], "failures"))
         kinds = sorted({f.kind for f in failures})
@@ -324,27 +268,28 @@ def _html(result: CohortResult, title: str, inputs: Mapping[str, str], plots: di
     parts.append(_summary_table(result.summary))
     if plots:
         parts.append("<h2>Metrics by center</h2><div class='figs'>")
-        parts += [_img(png, f"{m} by center") for m, png in plots.items()]
+        parts += [img_tag(png, f"{m} by center") for m, png in plots.items()]
         parts.append("</div>")
     if overlays:
         parts.append("<h2>Best, median and worst case (by policy DSC)</h2><div class='overlays'>")
         for name, (row, png, error) in overlays.items():
             caption = (f"{name}: {row['case_id']} ({row['center']}, {row['sequence']}) — DSC "
-                       f"{_fmt(row['dsc_policy'])}, HD95 {_fmt(row['hd95_policy'], 2)} mm")
+                       f"{fmt(row['dsc_policy'])}, HD95 {fmt(row['hd95_policy'], 2)} mm")
             parts.append(f"<h3>{html.escape(caption)}</h3>")
-            parts.append(_img(png, caption) if png else f"<p class='bad'>overlay not drawn: {html.escape(error)}</p>")
+            parts.append(img_tag(png, caption) if png
+                         else f"<p class='bad'>overlay not drawn: {html.escape(error)}</p>")
         parts.append("</div>")
     parts.append("<h2>All cases</h2>")
     parts.append(_cases_table(result.cases))
     parts.append("<h2>Definitions</h2>")
     parts.append(_definitions(result))
-    parts.append("</body></html>\n")
+    parts.append(PAGE_END)
     return "\n".join(parts)
 
 
 def _showcase_title(name: str, row: pd.Series) -> str:
-    return (f"{name}: {row['case_id']} ({row['center']}) DSC {_fmt(row['dsc_policy'])}, "
-            f"HD95 {_fmt(row['hd95_policy'], 2)} mm")
+    return (f"{name}: {row['case_id']} ({row['center']}) DSC {fmt(row['dsc_policy'])}, "
+            f"HD95 {fmt(row['hd95_policy'], 2)} mm")
 
 
 def write_outputs(result: CohortResult, output_dir: str | os.PathLike, title: str = "Cohort evaluation",
