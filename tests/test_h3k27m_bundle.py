@@ -95,3 +95,18 @@ def test_an_unreadable_image_is_skipped_and_reported(tmp_path: Path, tiny_cohort
     assert table.status.iloc[0].startswith("skipped: ") and "broken_t2.nii.gz" in table.status.iloc[0]
     assert table.status.iloc[1] == "done" and (tmp_path / "out" / "tiny_00_t2_tumour.nii.gz").exists()
     assert pd.read_csv(tmp_path / "out" / "predictions.csv").shape[0] == 2
+
+
+def test_evaluate_config_writes_the_classification_report(trained: Path, tiny_cohort: Path):
+    run_bundle(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+               meta_file=str(CONFIGS / "metadata.json"), logging_file=str(CONFIGS / "logging.conf"),
+               bundle_root=str(trained), dataset_dir=str(tiny_cohort.parent), n_saliency=2,
+               model_file=str(trained / "runs" / "full_fold0" / "model.pt"), **TINY)
+    out = trained / "eval" / "external"
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert {"accuracy", "sensitivity", "specificity", "auroc", "auprc", "dice"} <= set(metrics.metric)
+    patients = pd.read_csv(out / "patients.csv")
+    assert len(patients) == 8  # every patient with a known status, labelled or not
+    assert len(list((out / "saliency").glob("*.png"))) == 2
+    for name in ("roc.png", "pr.png", "tsne.png", "report.html"):
+        assert (out / name).stat().st_size > 0
