@@ -110,3 +110,13 @@ def test_evaluate_config_writes_the_classification_report(trained: Path, tiny_co
     assert len(list((out / "saliency").glob("*.png"))) == 2
     for name in ("roc.png", "pr.png", "tsne.png", "report.html"):
         assert (out / name).stat().st_size > 0
+
+
+def test_cross_validation_report_pools_the_folds_that_have_a_model(trained: Path, tiny_cohort: Path):
+    run_bundle(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "cross_validation.json")],
+               meta_file=str(CONFIGS / "metadata.json"), logging_file=str(CONFIGS / "logging.conf"),
+               bundle_root=str(trained), dataset_dir=str(tiny_cohort.parent), n_folds=3, n_saliency=1, **TINY)
+    metrics = pd.read_csv(trained / "eval" / "cv_full" / "metrics.csv")
+    assert set(metrics.fold) == {"fold0", "pooled"}  # only fold 0 was trained
+    patients = pd.read_csv(trained / "eval" / "cv_full" / "patients.csv")
+    assert len(patients) == 2  # fold 0's validation patients (6 labelled patients, 3 folds)

@@ -8,7 +8,9 @@ and Grad-CAM overlays of the most and least confident patients of each status.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +21,8 @@ from evaluation.classification_report import write_classification_report
 from pipeline.inference.saliency import saliency_overlay
 from pipeline.inference.status import evaluate_status_model
 from transforms import build_transforms
+
+logger = logging.getLogger(__name__)
 
 
 def _saliency_patients(table: pd.DataFrame, n: int) -> list[int]:
@@ -34,18 +38,11 @@ def _saliency_patients(table: pd.DataFrame, n: int) -> list[int]:
     return chosen[:n]
 
 
-def evaluate_status_cohort(
-    net: torch.nn.Module,
-    datalist: list[dict],
-    out_dir: str | os.PathLike,
-    name: str = "external",
-    spatial_size: int = 256,
-    sw_batch_size: int = 16,
-    min_tumour_pixels: int = 20,
-    n_saliency: int = 4,
-    title: str = "H3K27M status prediction",
-) -> dict[str, Path]:
-    """Patient-level metrics with bootstrap CIs, curves, t-SNE and saliency for one cohort (one "fold")."""
+def _evaluate_items(
+    net: torch.nn.Module, datalist: list[dict], spatial_size: int, sw_batch_size: int, min_tumour_pixels: int,
+    n_saliency: int, caption_prefix: str = "",
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, bytes]]:
+    """Patient table, features (indexed by patient_id) and saliency PNGs of the known-status patients."""
     items = [d for d in datalist if d.get("h3k27m") in (0, 1)]
     if not items:
         raise ValueError("no patient with a known H3K27M status to evaluate")
@@ -60,8 +57,57 @@ def evaluate_status_cohort(
         z = int(area.argmax()) if area is not None and area.max() > 0 else volume["image"].shape[-1] // 2
         mask = torch.as_tensor(label)[..., z] if label is not None else None
         row = table.loc[index]
-        caption = f"{row.patient_id} ({'altered' if row.label == 1 else 'wild-type'}, slice {z})"
+        caption = f"{caption_prefix}{row.patient_id} ({'altered' if row.label == 1 else 'wild-type'}, slice {z})"
         saliency[caption] = saliency_overlay(net, torch.as_tensor(volume["image"])[..., z], mask=mask)
-    per_fold = {name: table[["patient_id", "center", "label", "probability", "dice", "n_slices_used"]]}
-    return write_classification_report(out_dir, per_fold, features=pd.DataFrame(features, index=table.patient_id),
-                                       saliency_pngs=saliency, title=title)
+    columns = ["patient_id", "center", "label", "probability", "dice", "n_slices_used"]
+    return table[columns], pd.DataFrame(features, index=table.patient_id), saliency
+
+
+def evaluate_status_cohort(
+    net: torch.nn.Module,
+    datalist: list[dict],
+    out_dir: str | os.PathLike,
+    name: str = "external",
+    spatial_size: int = 256,
+    sw_batch_size: int = 16,
+    min_tumour_pixels: int = 20,
+    n_saliency: int = 4,
+    title: str = "H3K27M status prediction",
+) -> dict[str, Path]:
+    """Patient-level metrics with bootstrap CIs, curves, t-SNE and saliency for one cohort (one "fold")."""
+    table, features, saliency = _evaluate_items(net, datalist, spatial_size, sw_batch_size, min_tumour_pixels,
+                                                n_saliency)
+    return write_classification_report(out_dir, {name: table}, features=features, saliency_pngs=saliency,
+                                       title=title)
+
+
+def evaluate_status_cross_validation(
+    net: torch.nn.Module,
+    fold_models: Mapping[int, str | os.PathLike],
+    fold_datalists: Mapping[int, list[dict]],
+    out_dir: str | os.PathLike,
+    spatial_size: int = 256,
+    sw_batch_size: int = 16,
+    min_tumour_pixels: int = 20,
+    n_saliency: int = 2,
+    title: str = "H3K27M status prediction, cross-validation",
+) -> dict[str, Path]:
+    """Each fold's model on its own validation patients: per-fold rows plus the pooled row (every patient
+    once, predicted by the model that did not see it). Folds without a model file are skipped, logged."""
+    tables, features, saliency = {}, [], {}
+    for fold in sorted(fold_models):
+        path = Path(fold_models[fold])
+        if not path.is_file():
+            logger.warning("fold %d: no model at %s, left out of the report", fold, path)
+            continue
+        net.load_state_dict(torch.load(path, map_location=next(net.parameters()).device, weights_only=True))
+        name = f"fold{fold}"
+        table, feats, pngs = _evaluate_items(net, fold_datalists[fold], spatial_size, sw_batch_size,
+                                             min_tumour_pixels, n_saliency, caption_prefix=f"{name} ")
+        tables[name] = table
+        features.append(feats)
+        saliency.update(pngs)
+    if not tables:
+        raise FileNotFoundError(f"no fold model found among {[str(p) for p in fold_models.values()]}")
+    return write_classification_report(out_dir, tables, features=pd.concat(features), saliency_pngs=saliency,
+                                       title=title)
