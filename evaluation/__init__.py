@@ -1,5 +1,12 @@
 """Evaluation: per-case metrics, empty-case policy, cohort evaluation and reports."""
 
+from evaluation.classification import (
+    ClassificationResult,
+    average_precision,
+    classification_metrics,
+    patient_probabilities,
+    roc_auc,
+)
 from evaluation.cohort_evaluator import CaseFailure, CohortEvaluator, CohortResult
 from evaluation.empty_policy import (
     BRATS_POLICY,
@@ -14,13 +21,6 @@ from evaluation.metrics import compute_case_metrics, compute_slice_metrics, surf
 from evaluation.pairing import EvaluationCase, Pairing, pair_cohort, pair_folders
 from evaluation.report import write_outputs
 from evaluation.summary import bootstrap_mean_ci, summarize
-from evaluation.classification import (
-    ClassificationResult,
-    average_precision,
-    classification_metrics,
-    patient_probabilities,
-    roc_auc,
-)
 
 __all__ = [
     "BRATS_POLICY",

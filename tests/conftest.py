@@ -46,9 +46,15 @@ def tiny_cohort(tmp_path_factory) -> Path:
     return write_tiny_cohort(tmp_path_factory.mktemp("tiny_cohort"), n_patients=6, unlabeled=2)
 
 
+def count_modules(module: torch.nn.Module, kind: type) -> int:
+    """How many submodules of ``module`` (itself included) are instances of ``kind``."""
+    return sum(isinstance(m, kind) for m in module.modules())
+
+
 @pytest.fixture()
 def single_thread():
-    """Run a test single-threaded (two test workers share two cores) and restore the setting after."""
+    """Run a test single-threaded (two test workers share two cores; tiny convs gain nothing from
+    threads and stall badly on busy CI cores) and restore the setting after."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

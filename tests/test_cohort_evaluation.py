@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from tests.conftest import write_tiny_cohort
 from evaluation import (
     RAW_POLICY,
     CohortEvaluator,
@@ -29,6 +28,7 @@ from evaluation import (
 )
 from evaluation.atomic_io import atomic_write_bytes
 from evaluation.summary import METRICS
+from tests.conftest import write_tiny_cohort
 
 N_PATIENTS = 9
 EXPECTED_FAILURES = {  # patient -> (kind, words the reason must contain)

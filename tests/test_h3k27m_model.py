@@ -44,22 +44,13 @@ from pipeline.networks import (
     build_h3k27m_net,
     get_h3k27m_config,
 )
+from tests.conftest import count_modules as count
 
 W = 8  # tiny base width: channels 8, 16, 32
 SIZE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Run single-threaded: tiny convs gain nothing from threads and stall badly on busy CI cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def count(module: nn.Module, kind: type) -> int:
-    return sum(isinstance(m, kind) for m in module.modules())
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def n_params(module: nn.Module | None) -> int:

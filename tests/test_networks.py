@@ -17,22 +17,13 @@ from pipeline.networks import (
     build_variant,
     get_variant,
 )
+from tests.conftest import count_modules as count
 
 TINY = (8, 16, 32, 64, 128)  # depth 4, like the default, at 1/4 width
 TINY_DISC = dict(channels=(8, 16, 32, 64), cbam_reduction=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Run single-threaded: tiny convs gain nothing from threads and stall badly on busy CI cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def count(module: nn.Module, kind: type) -> int:
-    return sum(isinstance(m, kind) for m in module.modules())
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ---------------------------------------------------------------- blocks

@@ -14,8 +14,14 @@ from pipeline.data.contrast import SEQUENCE_CONTRASTS, render_contrast, slab_ker
 from pipeline.data.h3k27m import draw_h3k27m, h3k27m_probability
 from pipeline.data.lesion import SITES, render_lesion, sample_lesion_spec
 from pipeline.data.preview import radiological_axial_slice
-from pipeline.data.scanner import (CENTER_PRESETS, IN_PLANE_RANGE_MM, MATRIX_SIZES, SLICE_THICKNESS_RANGE_MM,
-                                   center_profile, storage_orientation)
+from pipeline.data.scanner import (
+    CENTER_PRESETS,
+    IN_PLANE_RANGE_MM,
+    MATRIX_SIZES,
+    SLICE_THICKNESS_RANGE_MM,
+    center_profile,
+    storage_orientation,
+)
 from pipeline.data.synthetic import SEQUENCES, generate_cohort
 from pipeline.data.template import load_template
 

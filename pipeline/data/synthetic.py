@@ -41,8 +41,7 @@ from .contrast import SEQUENCE_CONTRASTS, jitter_contrast, render_contrast
 from .h3k27m import draw_h3k27m
 from .lesion import SITES, LesionVolumes, render_lesion, sample_lesion_spec
 from .sampling import acquire
-from .scanner import (bias_coefficients, center_profile, rician_magnitude, sample_geometry, storage_orientation,
-                      to_int16)
+from .scanner import bias_coefficients, center_profile, rician_magnitude, sample_geometry, storage_orientation, to_int16
 from .template import TEMPLATE_NAME, Template, load_template
 from .writers import atomic_write_text, nifti_image, save_nifti_gz
 

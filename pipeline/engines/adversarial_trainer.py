@@ -142,7 +142,8 @@ class AdversarialSegTrainer(Trainer):
     def _iteration(self, engine: AdversarialSegTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
-        images, labels = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)[:2]
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        images, labels = batch[0], batch[1]
         if labels is None:
             raise ValueError("AdversarialSegTrainer needs a 'label' in every training batch; "
                              "pass label-free slices through unlabeled_data_loader")

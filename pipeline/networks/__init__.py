@@ -1,18 +1,6 @@
 """Networks of the DMG pipeline: the MSCG segmentation GAN and its building blocks."""
 
 from pipeline.networks.cbam import CBAM, ChannelAttention, SpatialAttention
-from pipeline.networks.mscg_generator import MSCGDecoderBlock, MSCGEncoderBlock, MSCGenerator
-from pipeline.networks.patch_discriminator import PatchDiscriminator
-from pipeline.networks.pyramid_pooling import PyramidPoolingModule
-from pipeline.networks.scse import SpatialChannelSE, SpatialSELayer
-from pipeline.networks.variants import (
-    VARIANTS,
-    VariantSpec,
-    build_discriminator,
-    build_generator,
-    build_variant,
-    get_variant,
-)
 from pipeline.networks.feature_map_transformer import FeatureMapTransformer
 from pipeline.networks.h3k27m_net import (
     H3K27M_CONFIGS,
@@ -22,9 +10,21 @@ from pipeline.networks.h3k27m_net import (
     build_h3k27m_net,
     get_h3k27m_config,
 )
+from pipeline.networks.mscg_generator import MSCGDecoderBlock, MSCGEncoderBlock, MSCGenerator
 from pipeline.networks.multiscale_attention_head import AttentionExchange, MultiScaleAttentionHead
+from pipeline.networks.patch_discriminator import PatchDiscriminator
+from pipeline.networks.pyramid_pooling import PyramidPoolingModule
 from pipeline.networks.residual_decoder import ResidualUDecoder, ResidualUpBlock
 from pipeline.networks.resnet_encoder import ResNetEncoder
+from pipeline.networks.scse import SpatialChannelSE, SpatialSELayer
+from pipeline.networks.variants import (
+    VARIANTS,
+    VariantSpec,
+    build_discriminator,
+    build_generator,
+    build_variant,
+    get_variant,
+)
 
 __all__ = [
     "CBAM",
