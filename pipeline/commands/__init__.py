@@ -1,5 +1,5 @@
 """Subcommands of ``dmg``: each module has ``register(subparsers)`` that sets ``func``."""
 
-from . import check_cohort, demo, evaluate, segment, synth
+from . import bundle, check_cohort, demo, evaluate, segment, synth
 
-COMMANDS = (demo, synth, check_cohort, evaluate, segment)
+COMMANDS = (demo, synth, check_cohort, evaluate, segment, bundle)

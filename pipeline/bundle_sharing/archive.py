@@ -1,0 +1,182 @@
+"""Zip archives of bundles: deterministic atomic writing and a safe extraction.
+
+The zip holds one top folder named after the bundle (as the MONAI model zoo's zips do), so a plain
+``unzip`` gives a bundle folder. :func:`safe_extract` checks every member *before* writing anything
+and refuses absolute paths, ``..`` components, backslashes, symbolic links and other special files,
+encrypted members, duplicate names (also names equal up to case) and a file that is also a folder;
+each error names the member. Extraction goes to a temporary folder next to the target, which is
+then renamed into place, so a failure (e.g. a CRC error) leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["CorruptArchiveError", "UnsafeArchiveError", "bundle_prefix", "check_members", "safe_extract",
+           "write_zip"]
+
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+STORED_SUFFIXES = (".pt", ".ts", ".pth", ".zip", ".gz")  # already zip archives or compressed
+METADATA_MEMBER = "configs/metadata.json"
+
+
+class UnsafeArchiveError(ValueError):
+    """A member of the archive would be written outside the target folder, or is not a plain file or folder."""
+
+
+class CorruptArchiveError(ValueError):
+    """A member of the archive cannot be read back intact (CRC error, truncated archive)."""
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename
+    if "\x00" in name:
+        return "NUL byte in the name"
+    if "\\" in name:
+        return "backslash in the name (Windows path separator)"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "absolute path"
+    if ".." in name.rstrip("/").split("/"):
+        return "'..' path component (would land outside the target folder)"
+    if info.flag_bits & 0x1:
+        return "encrypted member"
+    mode = info.external_attr >> 16
+    if info.create_system == 3 and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "symbolic link" if stat.S_ISLNK(mode) else "special file"
+        return f"{kind} (only plain files and folders are extracted)"
+    return None
+
+
+def check_members(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, str]]:
+    """Every member with its normalised relative path (folders end with ``/``); raises
+    :class:`UnsafeArchiveError` naming the first unsafe member."""
+    checked: list[tuple[zipfile.ZipInfo, str]] = []
+    seen: dict[str, str] = {}
+    files: set[str] = set()
+    for info in archive.infolist():
+        problem = _member_problem(info)
+        if problem:
+            raise UnsafeArchiveError(f"refusing to extract member {info.filename!r}: {problem}")
+        parts = [p for p in info.filename.split("/") if p not in ("", ".")]
+        if not parts:
+            raise UnsafeArchiveError(f"refusing to extract member {info.filename!r}: empty path")
+        path = "/".join(parts) + ("/" if info.is_dir() else "")
+        key = path.rstrip("/").casefold()
+        if key in seen:
+            raise UnsafeArchiveError(f"refusing to extract member {info.filename!r}: duplicate of member "
+                                     f"{seen[key]!r} (same path, or same up to case)")
+        seen[key] = info.filename
+        if not info.is_dir():
+            files.add(key)
+        checked.append((info, path))
+    for info, path in checked:
+        parts = path.rstrip("/").casefold().split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in files:
+                raise UnsafeArchiveError(f"refusing to extract member {info.filename!r}: its folder "
+                                         f"{'/'.join(path.split('/')[:i])!r} is also a file in the archive")
+    return checked
+
+
+def bundle_prefix(paths: list[str]) -> str:
+    """The bundle's top folder inside the archive (``"name/"``), or ``""`` when the bundle is at the root.
+
+    Raises ``ValueError`` when no ``configs/metadata.json`` is found at either place.
+    """
+    files = {p for p in paths if not p.endswith("/")}
+    if METADATA_MEMBER in files:
+        return ""
+    tops = {p.split("/", 1)[0] for p in paths}
+    if len(tops) == 1:
+        top = tops.pop()
+        if f"{top}/{METADATA_MEMBER}" in files:
+            return top + "/"
+    raise ValueError(f"not a bundle archive: no {METADATA_MEMBER} at its root or in a single top folder")
+
+
+def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
+    """Extract the bundle in ``zip_path`` into folder ``dest`` (created; must not exist or be empty).
+
+    The bundle's top folder is stripped, so ``dest`` becomes the bundle folder. Returns the relative
+    paths of the extracted files. Raises :class:`UnsafeArchiveError` before writing anything,
+    :class:`CorruptArchiveError` on a member that does not read back intact (nothing is left behind),
+    ``ValueError`` for a non-zip or non-bundle file or a non-empty ``dest``.
+    """
+    zip_path, dest = Path(zip_path), Path(dest)
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"archive {zip_path} does not exist")
+    if not zipfile.is_zipfile(zip_path):
+        raise ValueError(f"{zip_path} is not a zip archive")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ValueError(f"output folder {dest} exists and is not an empty folder")
+    with zipfile.ZipFile(zip_path) as archive:
+        members = check_members(archive)
+        prefix = bundle_prefix([path for _, path in members])
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".unpack", dir=dest.parent))
+        extracted: list[str] = []
+        try:
+            staging.chmod(0o755)  # mkdtemp makes it private; the bundle folder should not be
+            root = staging.resolve()
+            for info, path in members:
+                if not path.startswith(prefix) or path == prefix:
+                    continue
+                rel = path[len(prefix):]
+                target = (staging / rel).resolve()
+                if root not in target.parents:  # belt and braces: the checks above already rule this out
+                    raise UnsafeArchiveError(f"refusing to extract member {info.filename!r}: outside the target")
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with archive.open(info) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+                except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+                    raise CorruptArchiveError(f"member {info.filename!r} of {zip_path} is corrupt: {exc}") from exc
+                extracted.append(rel)
+            if dest.exists():
+                dest.rmdir()
+            os.replace(staging, dest)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return sorted(extracted)
+
+
+def write_zip(out: str | os.PathLike, files: Mapping[str, str | os.PathLike | bytes], prefix: str = "") -> Path:
+    """Write ``{relative path: source file or bytes}`` to zip ``out`` atomically (temporary file, then rename).
+
+    Members are ``prefix + path`` in sorted order with a fixed timestamp and mode, so the same inputs give
+    the same archive. Weights (``.pt``, ``.ts``) are stored, everything else deflated.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w") as archive:
+            for rel in sorted(files):
+                info = zipfile.ZipInfo(prefix + rel, date_time=ZIP_DATE)
+                info.external_attr = (stat.S_IFREG | 0o644) << 16
+                info.create_system = 3
+                info.compress_type = zipfile.ZIP_STORED if rel.endswith(STORED_SUFFIXES) else zipfile.ZIP_DEFLATED
+                source = files[rel]
+                if isinstance(source, bytes):
+                    archive.writestr(info, source)
+                else:
+                    with open(source, "rb") as src, archive.open(info, "w", force_zip64=True) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
