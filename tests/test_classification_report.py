@@ -304,3 +304,14 @@ def test_evaluation_never_imports_pipeline():
             offenders += [f"{path.name}: {n}" for n in names if n == "pipeline" or n.startswith("pipeline.")]
     assert len(list(root.rglob("*.py"))) >= 10
     assert not offenders, offenders
+
+
+def test_radiological_view_puts_anterior_up_and_patient_right_on_the_left():
+    from pipeline.inference.saliency import radiological
+
+    ras = np.zeros((5, 4))  # axis 0: left -> right, axis 1: posterior -> anterior
+    ras[4, 3] = 1  # right-anterior corner
+    ras[0, 0] = 2  # left-posterior corner
+    view = radiological(ras)
+    assert view.shape == (4, 5)
+    assert view[0, 0] == 1 and view[-1, -1] == 2

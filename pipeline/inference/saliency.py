@@ -152,13 +152,20 @@ def saliency_map(net: nn.Module, image_slice: Any, target_class: int = 1, method
         return _normalised(raw[0, 0])
 
 
+def radiological(array: np.ndarray) -> np.ndarray:
+    """An axial slice of a RAS-oriented volume (axis 0 = left to right, axis 1 = posterior to anterior), as
+    radiologists view it: anterior at the top, the patient's right on the image's left."""
+    return np.ascontiguousarray(array.T[::-1, ::-1])
+
+
 def saliency_overlay(net: nn.Module, image_slice: Any, mask: Any = None, target_class: int = 1,
                      method: str = "gradcam", target_layer: str | None = None, title: str | None = None,
-                     alpha: float = 0.6) -> bytes:
+                     alpha: float = 0.6, ras: bool = True) -> bytes:
     """PNG bytes: the slice (channel 0) with the saliency map of ``target_class`` overlaid.
 
     ``mask`` (``(H, W)`` or ``(1, H, W)``) is drawn as a green outline. The default title names
     the method, the class and the net's P(class) for the slice. See :func:`saliency_map`.
+    ``ras=True`` (slices of the pipeline's RAS-oriented volumes) draws them in radiological view.
     """
     heat = saliency_map(net, image_slice, target_class, method, target_layer)
     x = _as_batch(net, image_slice)
@@ -174,4 +181,6 @@ def saliency_overlay(net: nn.Module, image_slice: Any, mask: Any = None, target_
         name = "Grad-CAM" if method.lower().startswith("grad") and "cam" in method.lower() else "input gradient"
         empty = " (no positive evidence)" if not heat.any() else ""
         title = f"{name} for {cls}{empty}, P({cls}) = {probability:.2f}"
+    if ras:
+        image, heat, m = radiological(image), radiological(heat), None if m is None else radiological(m)
     return saliency_overlay_png(image, heat, m, title=title, alpha=alpha)
