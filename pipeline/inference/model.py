@@ -12,6 +12,24 @@ preprocessing, the ``SliceInferer`` and the threshold are the bundle's. The weig
 
 :meth:`SegmentationModel.segment` maps the predicted mask back onto the input's exact grid with the
 shared postprocessing (``transforms.build_postprocessing``: sigmoid, ``Invertd``, threshold).
+
+Speed options of :class:`SegmentationModel` (the defaults are the fastest choice measured on CPU;
+``BENCHMARKS.md`` has the numbers):
+
+* ``fast_slices=True``: when the inferer is a 2D ``SliceInferer`` whose ROI is the whole slice (the
+  bundle's setting), the axial slices go straight through the network (``slice_batch_size`` at a
+  time, under ``torch.inference_mode``) instead of through the sliding-window machinery. With one
+  slice per pass (the CPU default; batching 240² slices was ~1.4x slower on CPU) the logits are
+  bit-identical to ``SliceInferer``; other batch sizes (the config's ``sw_batch_size`` on CUDA) differ
+  by float rounding only. Any other inferer is used as configured.
+* ``skip_empty_slices`` (opt-in, default ``False``): slices with no voxel above ``empty_slice_threshold`` (the foreground
+  threshold of the preprocessing crop, 0.05 on the [0, 1] scale) contain no head and get logits of
+  ``-inf`` (an empty mask) without running the network. This is a rule, not a rounding: it equals
+  the plain path only where the model predicts background on a head-free slice (a trained model
+  should; an untrained one need not, so it is off by default to keep masks identical to the bundle's
+  own ``inference.json`` run).
+* ``channels_last`` and ``bf16`` (autocast): off by default; on this project's CPUs both are slower
+  (channels_last ~2x for this network; bf16 is emulated without AVX-512/AMX) and bf16 changes logits.
 """
 
 from __future__ import annotations
@@ -29,7 +47,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
-from monai.inferers import Inferer
+from monai.inferers import Inferer, SliceInferer
 from monai.transforms import Compose
 
 from pipeline.data.cohort import SEQUENCES
@@ -66,6 +84,12 @@ class SegmentationModel:
     model_file: Path
     kind: ModelKind
     device: torch.device
+    fast_slices: bool = True
+    slice_batch_size: int = 16
+    skip_empty_slices: bool = False
+    empty_slice_threshold: float = 0.05
+    channels_last: bool = False
+    bf16: bool = False
 
     def preprocess(self, image_file: str | os.PathLike, **extra: Any) -> dict:
         """Load and preprocess one image (``{"image": (1, H, W, D) MetaTensor, ...}``); raises on a bad image."""
@@ -78,11 +102,55 @@ class SegmentationModel:
         """Mask of a :meth:`preprocess`-ed item on the input's original grid: ``(uint8 array, affine)``."""
         with torch.inference_mode():
             image = data["image"].unsqueeze(0).to(self.device)
-            logits = self.inferer(image, self.network)
+            logits = self.logits(image)
             item = {**data, "pred": logits[0].cpu()}
             mask = self.postprocessing(item)["pred"]
         affine = mask.affine.numpy() if isinstance(mask, MetaTensor) else None
         return np.ascontiguousarray(mask[0].numpy().astype(np.uint8)), affine
+
+    def uses_fast_slices(self, image: torch.Tensor) -> bool:
+        """Whether :meth:`logits` batches whole slices itself (a 2D ``SliceInferer`` whose ROI is the slice)."""
+        inferer = self.inferer
+        return (self.fast_slices and isinstance(inferer, SliceInferer) and inferer.spatial_dim == 2
+                and image.ndim == 5 and tuple(int(r) for r in inferer.roi_size)[:2] == tuple(image.shape[2:4]))
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Network logits ``(B, C, H, W, D)`` of a preprocessed batch ``(B, 1, H, W, D)`` with the speed options."""
+        with torch.inference_mode():
+            if not self.uses_fast_slices(image):
+                with self._autocast():
+                    return self.inferer(image, self._forward).float()
+            x = image.as_tensor() if isinstance(image, MetaTensor) else image
+            b, c, h, w, d = x.shape
+            slices = x.permute(0, 4, 1, 2, 3).reshape(b * d, c, h, w)
+            all_empty = False
+            if self.skip_empty_slices:
+                keep = torch.nonzero(slices.flatten(1).amax(dim=1) > self.empty_slice_threshold).flatten()
+                if keep.numel() == 0:  # nothing to segment; run one slice for the output channel count
+                    keep, all_empty = torch.zeros(1, dtype=torch.long, device=x.device), True
+            else:
+                keep = torch.arange(b * d, device=x.device)
+            out: torch.Tensor | None = None
+            step = max(int(self.slice_batch_size), 1)
+            for start in range(0, keep.numel(), step):
+                index = keep[start:start + step]
+                with self._autocast():
+                    pred = self._forward(slices[index]).float()
+                if out is None:
+                    out = torch.full((b * d, pred.shape[1], h, w), float("-inf"), dtype=torch.float32, device=x.device)
+                out[index] = pred
+            assert out is not None
+            if all_empty:
+                out.fill_(float("-inf"))
+            return out.reshape(b, d, -1, h, w).permute(0, 2, 3, 4, 1).contiguous()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.network(x)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def segment(self, image_file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`preprocess` then :meth:`predict` one image file."""
@@ -179,12 +247,21 @@ def load_segmentation_model(
     model_file: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     overrides: Mapping[str, Any] | None = None,
+    **speed_options: Any,
 ) -> SegmentationModel:
     """Build a :class:`SegmentationModel` from ``BUNDLE/configs/inference.json`` (see the module docstring).
 
     ``overrides`` set config ids as ``monai.bundle run --key value`` would (e.g. ``{"features": [4, 8, 16],
     "spatial_size": 32}``); unknown ids and the ids in :data:`RESERVED_OVERRIDES` are refused.
+    ``speed_options`` set the :class:`SegmentationModel` speed fields (``fast_slices``, ``slice_batch_size``,
+    ``skip_empty_slices``, ``empty_slice_threshold``, ``channels_last``, ``bf16``); ``slice_batch_size``
+    defaults to 1 on CPU and to the config's ``sw_batch_size`` on CUDA.
     """
+    allowed = {"fast_slices", "slice_batch_size", "skip_empty_slices", "empty_slice_threshold", "channels_last",
+               "bf16"}
+    unknown = sorted(set(speed_options) - allowed)
+    if unknown:
+        raise TypeError(f"unknown speed option(s) {unknown}; expected some of {sorted(allowed)}")
     if sequence not in SEQUENCES:
         raise ValueError(f"unknown sequence {sequence!r}; expected one of {', '.join(SEQUENCES)}")
     bundle = Path(bundle_dir)
@@ -227,6 +304,8 @@ def load_segmentation_model(
                 f"{path}: the weights do not fit the bundle's network_def {width} ({_first_line(exc, lines=2)}); "
                 "give the network it was trained with, e.g. --set features=[...] variant=...") from exc
         network = network.to(dev)
+    if speed_options.get("channels_last") and kind == "pytorch":
+        network = network.to(memory_format=torch.channels_last)
     network.eval()
     for param in network.parameters():
         param.requires_grad_(False)
@@ -243,7 +322,16 @@ def load_segmentation_model(
         model_file=path,
         kind=kind,
         device=dev,
+        **{"slice_batch_size": _default_slice_batch(parser, dev), **speed_options},
     )
+
+
+def _default_slice_batch(parser: ConfigParser, device: torch.device) -> int:
+    """Slices per forward pass: 1 on CPU (batching 240² slices measured ~1.4x slower there, cache-bound), the
+    config's ``sw_batch_size`` on CUDA."""
+    if device.type == "cpu":
+        return 1
+    return int(parser.get_parsed_content("sw_batch_size")) if "sw_batch_size" in parser else 16
 
 
 def _first_line(exc: BaseException, lines: int = 1, limit: int = 300) -> str:
