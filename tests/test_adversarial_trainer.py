@@ -7,7 +7,7 @@ import torch
 from monai.losses import DiceLoss
 
 from pipeline.engines import AdversarialLoss, AdversarialSegTrainer, DiceBCELoss
-from pipeline.engines.adversarial_trainer import loss_terms
+from pipeline.engines.handlers import loss_terms
 from pipeline.networks import build_variant
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -27,16 +27,6 @@ from pipeline.engines.losses import AdversarialLoss, DiceBCELoss
 SEG_LOSS, ADV_LOSS, D_LOSS = "seg_loss", "adv_loss", "d_loss"
 
 
-def loss_terms(output: dict | list[dict]) -> dict[str, float]:
-    """The trainer's loss terms as floats, for ``StatsHandler``/``TensorBoardStatsHandler`` ``output_transform``.
-
-    Accepts the decollated output (a list of per-sample dicts, where every sample carries the batch's
-    losses, as with MONAI's ``SupervisedTrainer``) or the raw output dict.
-    """
-    first = output[0] if isinstance(output, list) else output
-    return {str(k): float(first[k]) for k in (Keys.LOSS, SEG_LOSS, ADV_LOSS, D_LOSS) if k in first}
-
-
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
     """The module inside a DataParallel/DistributedDataParallel wrapper (or the module itself)."""
     return network.module if isinstance(network, (torch.nn.DataParallel, DistributedDataParallel)) else network

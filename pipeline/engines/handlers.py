@@ -89,6 +89,18 @@ class ResumeCheckpointLoader(CheckpointLoader):
         super().__call__(engine)
 
 
+def loss_terms(output: dict | list[dict]) -> dict[str, float]:
+    """Every scalar ``*loss`` entry of an engine's output as a float, for ``StatsHandler`` /
+    ``TensorBoardStatsHandler`` ``output_transform``.
+
+    Accepts the decollated output (a list of per-sample dicts, each carrying the batch's losses, as
+    MONAI's trainers produce with ``decollate=True``) or the raw output dict.
+    """
+    first = output[0] if isinstance(output, list) else output
+    return {str(k): float(v) for k, v in first.items()
+            if str(k).endswith("loss") and (not isinstance(v, torch.Tensor) or v.numel() == 1)}
+
+
 class SetEpochHandler:
     """Calls ``set_epoch(epoch)`` on each target when an epoch starts (e.g. :class:`SliceDataset`)."""
 
