@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -59,3 +61,14 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def copy_bundle(src: Path, dest: Path, **config: object) -> Path:
+    """configs/, docs/ and LICENSE of ``src`` with ``config`` written into the copied inference.json."""
+    for folder in ("configs", "docs"):
+        shutil.copytree(src / folder, dest / folder)
+    shutil.copy(src / "LICENSE", dest / "LICENSE")
+    inference = dest / "configs" / "inference.json"
+    inference.write_text(json.dumps({**json.loads(inference.read_text()), **config}, indent=4))
+    (dest / "models").mkdir()
+    return dest

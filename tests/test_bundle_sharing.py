@@ -30,6 +30,7 @@ from pipeline.bundle_sharing import (
 from pipeline.cli import main
 from pipeline.inference import load_segmentation_model
 from pipeline.networks import MSCGenerator, build_generator, build_h3k27m_net
+from tests.conftest import copy_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
@@ -41,23 +42,12 @@ SHIPPED = {"LICENSE", "docs/README.md", "models/model_t2.pt", "configs/inference
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _copy_bundle(src: Path, dest: Path, **config: object) -> Path:
-    """configs/, docs/ and LICENSE of ``src`` with ``config`` written into the copied inference.json."""
-    for folder in ("configs", "docs"):
-        shutil.copytree(src / folder, dest / folder)
-    shutil.copy(src / "LICENSE", dest / "LICENSE")
-    inference = dest / "configs" / "inference.json"
-    inference.write_text(json.dumps({**json.loads(inference.read_text()), **config}, indent=4))
-    (dest / "models").mkdir()
-    return dest
-
-
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory) -> Path:
     """The segmentation bundle with a tiny MSCG generator as models/model_t2.pt (inference.json says its width),
     plus run outputs and clutter that must not be packed."""
     torch.set_num_threads(1)
-    root = _copy_bundle(SEG_BUNDLE, tmp_path_factory.mktemp("src") / "tiny_seg", features=FEATURES,
+    root = copy_bundle(SEG_BUNDLE, tmp_path_factory.mktemp("src") / "tiny_seg", features=FEATURES,
                         spatial_size=32, sw_batch_size=8)
     torch.manual_seed(0)
     torch.save(build_generator("MSCG", features=FEATURES).state_dict(), root / "models" / "model_t2.pt")
@@ -238,7 +228,7 @@ def test_torchscript_only_inference_needs_no_network_code(packed: Path, tiny_coh
 
 
 def test_h3k27m_dict_output_without_torchscript_is_a_note(tmp_path: Path, capsys):
-    root = _copy_bundle(H3_BUNDLE, tmp_path / "h3", base_width=8)
+    root = copy_bundle(H3_BUNDLE, tmp_path / "h3", base_width=8)
     torch.manual_seed(0)
     torch.save(build_h3k27m_net("full", base_width=8).state_dict(), root / "models" / "model_full.pt")
     assert main(["bundle", "pack", str(root), "--out", str(tmp_path / "h3.zip"), "--export-torchscript"]) == 0

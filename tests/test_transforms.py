@@ -22,6 +22,7 @@ from transforms import (
     InPlaneForegroundCropd,
     PercentileNormalize,
     build_postprocessing,
+    build_slice_augmentation,
     build_transforms,
 )
 
@@ -235,6 +236,29 @@ def _small_cases(root: Path) -> list[dict]:
              "sequence": "t2", "h3k27m": p}
         )
     return cases
+
+
+def test_slice_augmentation_intensity_changes_image_only():
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.uniform(0.2, 0.8, (1, 48, 48)).astype(np.float32))
+    label = torch.zeros(1, 48, 48)
+    label[:, 20:30, 18:26] = 1
+    # spatial augmentation off, every intensity transform on: the label is untouched
+    aug = build_slice_augmentation(("image", "label"), flip_prob=0.0, rotate_prob=0.0, intensity_prob=1.0)
+    aug.set_random_state(seed=3)
+    out = aug({"image": image.clone(), "label": label.clone()})
+    assert torch.equal(out["label"], label)
+    assert out["image"].shape == image.shape and out["image"].dtype == torch.float32
+    assert not torch.allclose(out["image"], image, atol=1e-3)
+    assert torch.isfinite(out["image"]).all()
+    # reproducible from the seed, and off when intensity_prob=0 and the spatial part is off
+    aug.set_random_state(seed=3)
+    assert torch.equal(aug({"image": image.clone(), "label": label.clone()})["image"], out["image"])
+    plain = build_slice_augmentation(("image", "label"), flip_prob=0.0, rotate_prob=0.0, intensity_prob=0.0)
+    assert torch.equal(plain({"image": image.clone(), "label": label.clone()})["image"], image)
+    # an image-only dict (unlabeled slices) works too
+    only = build_slice_augmentation(("image",), intensity_prob=1.0)({"image": image.clone()})
+    assert set(only) == {"image"}
 
 
 def test_train_pipeline_dataloader(tmp_path):

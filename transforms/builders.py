@@ -19,7 +19,10 @@ from monai.transforms import (
     Invertd,
     LoadImaged,
     Orientationd,
+    RandAdjustContrastd,
+    RandBiasFieldd,
     RandFlipd,
+    RandGaussianNoised,
     RandRotated,
     Resized,
     SaveImaged,
@@ -126,11 +129,18 @@ def build_slice_augmentation(
     flip_prob: float = 0.5,
     rotate_prob: float = 0.5,
     rotate_degrees: float = 15.0,
+    intensity_prob: float = 0.3,
 ) -> Compose:
-    """Training augmentation of one 2D slice dict (left-right flip on RAS axis 0, in-plane rotation;
-    image bilinear, label nearest), ending in plain float tensors. ``augment=False`` only converts."""
+    """Training augmentation of one 2D slice dict, ending in plain float tensors.
+
+    Spatial (the paper's): left-right flip on RAS axis 0, in-plane rotation (image bilinear, label
+    nearest). Intensity, on the image (``keys[0]``) only, each with ``intensity_prob``: a smooth
+    multiplicative bias field, a gamma change and Gaussian noise -- the scanner effects that differ
+    between centers, so that a model trained at some centers holds up at one it never saw.
+    ``augment=False`` only converts."""
     steps: list = []
     if augment:
+        image_key = keys[0]
         steps += [
             RandFlipd(keys, prob=flip_prob, spatial_axis=0, allow_missing_keys=True),
             RandRotated(
@@ -138,6 +148,12 @@ def build_slice_augmentation(
                 mode=("bilinear", "nearest")[: len(keys)], padding_mode="zeros", allow_missing_keys=True,
             ),
         ]
+        if intensity_prob > 0:
+            steps += [
+                RandBiasFieldd(image_key, degree=3, coeff_range=(0.0, 0.1), prob=intensity_prob),
+                RandAdjustContrastd(image_key, gamma=(0.7, 1.5), prob=intensity_prob),
+                RandGaussianNoised(image_key, std=0.08, prob=intensity_prob),
+            ]
     steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=False, allow_missing_keys=True))
     return Compose(steps)
 

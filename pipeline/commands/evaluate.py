@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _cohort_items(cohort, sequences) -> tuple[list[dict], list[dict], list[str]]:
+def cohort_items(cohort, sequences) -> tuple[list[dict], list[dict], list[str]]:
     """Plain dicts for :mod:`evaluation.pairing` (evaluation never imports pipeline).
 
     Returns the labelled items, the cohort's problems for these sequences (failed cases) and
@@ -80,7 +80,7 @@ def _all_label_items(cohort, sequences) -> list[dict]:
             for c in cohort.cases for seq in sequences if c.get(f"label_{seq}") or c.get(seq)]
 
 
-def _print_table(result) -> None:
+def print_summary_table(result) -> None:
     summary = result.summary
     rows = summary[(summary["metric"] == "dsc") & summary["level"].isin(["sequence", "center", "sequence+center",
                                                                           "overall"])]
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     cohort = load_cohort(args.cohort, strict=False, read_data=False, progress=False) if args.cohort else None
     inputs = {"predictions": str(Path(args.pred).resolve())}
     if args.ref is None:
-        items, known_failures, unlabeled = _cohort_items(cohort, sequences)
+        items, known_failures, unlabeled = cohort_items(cohort, sequences)
         if not items and not known_failures:
             raise ValueError(f"{args.cohort}: no patient has a {args.sequence} reference label")
         pairing = pair_cohort(args.pred, items, known_failures)
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(result.cases)} cases: {result.n_evaluated} evaluated, {result.n_failed} failed "
           f"(empty-case policy: {policy.mode})")
     if result.n_evaluated:
-        _print_table(result)
+        print_summary_table(result)
     for failure in result.failures:
         print(f"  FAILED {failure}")
     if args.ref is None and unlabeled:
