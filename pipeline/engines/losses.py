@@ -5,9 +5,9 @@
   cross-entropy, both on logits.
 * :class:`AdversarialLoss`: the conditional-GAN terms. The discriminator scores
   (image, mask) pairs; the generator is pushed to make (image, generated mask) look like
-  (image, reference mask). ``k`` (the paper's "k=0.5") weights the generator's adversarial
-  term against the segmentation loss; ``unlabeled_weight`` weights the same term on slices
-  that have no reference mask (the paper's unsupervised part).
+  (image, reference mask). ``k`` (the paper's "k=0.5"; the bundle uses 0.05, see its docs)
+  weights the generator's adversarial term against the segmentation loss; ``unlabeled_weight``
+  weights the same term on slices that have no reference mask (the paper's unsupervised part).
 """
 
 from __future__ import annotations
