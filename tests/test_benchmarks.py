@@ -32,7 +32,8 @@ def test_smoke_run_writes_the_table_and_agrees(tmp_path: Path, capsys):
     text = out.read_text()
     for heading in ("## Hardware limit", "## Evaluation", "## Training step", "## Inference", "Machine:"):
         assert heading in text
-    assert "FAIL" not in text and text.count("PASS") == 2
+    assert "FAIL" not in text and text.count("PASS") == 4  # table and targets, both spacings
+    assert "## Targets" in text and "## What the numbers decide" in text
     for row in ("| ours |", "medpy", "MSCG GAN step", "plain MONAI path, same MSCG", "BasicUNet", "bf16 autocast"):
         assert row in text
     ours_row = next(line for line in text.splitlines() if line.startswith("| ours |"))
