@@ -15,6 +15,7 @@ from scipy import ndimage
 
 import transforms as T
 from transforms import (
+    AtomicNibabelWriter,
     AxialSlicesd,
     BinarizeLabel,
     BinarizeLabeld,
@@ -352,3 +353,26 @@ def test_package_does_not_import_pipeline_or_evaluation():
     pattern = re.compile(r"^\s*(from|import)\s+(pipeline|evaluation)\b", re.MULTILINE)
     sources = list(Path(T.__file__).parent.glob("*.py"))
     assert sources and not [p.name for p in sources if pattern.search(p.read_text())]
+
+
+def test_atomic_writer_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
+    target = tmp_path / "p_t2_seg.nii.gz"
+    writer = AtomicNibabelWriter(output_dtype=np.uint8)
+    first = np.zeros((6, 5, 4), dtype=np.uint8)
+    first[2, 2, 2] = 1
+    writer.set_data_array(first, channel_dim=None)
+    writer.set_metadata({"affine": np.diag([0.5, 0.5, 5.0, 1.0])}, resample=False)
+    writer.write(target)
+    assert np.array_equal(np.asanyarray(nib.load(target).dataobj), first)
+
+    def broken_save(img, filename):
+        Path(filename).write_bytes(b"half a gzip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nib, "save", broken_save)
+    writer.set_data_array(np.ones((6, 5, 4), dtype=np.uint8), channel_dim=None)
+    with pytest.raises(OSError, match="disk full"):
+        writer.write(target)
+    monkeypatch.undo()
+    assert np.array_equal(np.asanyarray(nib.load(target).dataobj), first)  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temporary file left

@@ -1,5 +1,6 @@
 """MONAI dictionary transforms for dmg-pipeline (never imports ``pipeline`` or ``evaluation``)."""
 
+from .atomic_writer import AtomicNibabelWriter
 from .builders import MODES, build_postprocessing, build_slice_augmentation, build_transforms
 from .crop import InPlaneForegroundCrop, InPlaneForegroundCropd
 from .intensity import PercentileNormalize, PercentileNormalized
@@ -9,6 +10,7 @@ from .slices import SLICE_POLICIES, AxialSlicesd, lesion_slices
 from .utils import foreground_mask
 
 __all__ = [
+    "AtomicNibabelWriter",
     "MODES",
     "SLICE_POLICIES",
     "AxialSlicesd",

@@ -28,6 +28,7 @@ from monai.transforms import (
     SaveImaged,
 )
 
+from .atomic_writer import AtomicNibabelWriter
 from .crop import InPlaneForegroundCropd
 from .intensity import PercentileNormalized
 from .label import BinarizeLabeld
@@ -174,7 +175,7 @@ def build_postprocessing(
     ``activation`` (optional) -> ``Invertd`` with the *same* ``preprocessing`` instance (probabilities are
     resampled with the image's interpolation back to the original grid, orientation and affine) ->
     ``argmax`` over channels, or ``> threshold`` -> uint8 mask. With ``output_dir`` the mask is written by
-    ``SaveImaged`` as ``<output_dir>/<patient_id>_<sequence>_<output_postfix>.nii.gz`` (input file stem
+    ``SaveImaged`` (atomically: temporary file, then rename) as ``<output_dir>/<patient_id>_<sequence>_<output_postfix>.nii.gz`` (input file stem
     when the dict has no patient_id/sequence), on the input image's affine. Apply it to decollated items.
     """
     steps: list = [EnsureTyped(pred_key, track_meta=True)]  # Invertd needs a MetaTensor prediction
@@ -189,7 +190,7 @@ def build_postprocessing(
             SaveImaged(
                 pred_key, output_dir=output_dir, output_postfix=output_postfix, output_ext=".nii.gz",
                 output_dtype=np.uint8, resample=False, separate_folder=False, print_log=False,
-                output_name_formatter=prediction_name_formatter,
+                output_name_formatter=prediction_name_formatter, writer=AtomicNibabelWriter,
             ),
         ]
     return Compose(steps)
