@@ -49,13 +49,16 @@ def test_pretraining_writes_an_encoder_that_co_training_loads(trained: Path):
 def test_co_training_saves_checkpoint_and_best_model(trained: Path):
     run = trained / "runs" / "full_fold0"
     ckpt = torch.load(run / "checkpoint_epoch=2.pt", weights_only=True)
-    assert set(ckpt) == {"network", "optimizer", "lr_scheduler", "trainer"}
+    assert set(ckpt) == {"network", "optimizer", "lr_scheduler", "validation", "trainer"}
+    assert np.isfinite(float(ckpt["validation"]["best"]))  # the best validation score travels with the checkpoint
     assert ckpt["trainer"]["iteration"] == 2 * ckpt["trainer"]["epoch_length"]
     assert ckpt["lr_scheduler"]["last_epoch"] == 2
     assert (run / "model.pt").exists()
 
 
 def test_resume_continues_from_the_last_epoch(trained: Path, tiny_cohort: Path):
+    best_before = float(torch.load(trained / "runs" / "full_fold0" / "checkpoint_epoch=2.pt",
+                                   weights_only=True)["validation"]["best"])
     _run("train.json", trained, dataset_dir=str(tiny_cohort.parent), n_folds=3, num_epochs=3, val_interval=1)
     run = trained / "runs" / "full_fold0"
     ckpt = torch.load(run / "checkpoint_epoch=3.pt", weights_only=True)
@@ -63,6 +66,7 @@ def test_resume_continues_from_the_last_epoch(trained: Path, tiny_cohort: Path):
     steps = {int(s["momentum_buffer"] is not None) for s in ckpt["optimizer"]["state"].values()}
     assert steps == {1} and ckpt["lr_scheduler"]["last_epoch"] == 3
     assert not (run / "checkpoint_epoch=2.pt").exists()
+    assert float(ckpt["validation"]["best"]) >= best_before  # restored, not restarted from -inf
 
 
 def test_inference_writes_predictions_and_masks_on_the_input_grid(trained: Path, tiny_cohort: Path, tmp_path: Path):

@@ -51,7 +51,8 @@ class PretrainedEncoderLoader:
 class StatusValidationHandler:
     """Every ``interval`` epochs: patient-level validation (AUROC, accuracy, sensitivity, specificity,
     AUPRC, Dice of the mask branch) into ``engine.state.metrics`` as ``val_*``; the network with the best
-    ``val_<key_metric>`` is saved (state dict, atomically) to ``model_path``."""
+    ``val_<key_metric>`` is saved (state dict, atomically) to ``model_path``. Put it in the training
+    checkpoint (``state_dict``/``load_state_dict``) so the best score survives a resume."""
 
     def __init__(self, network: torch.nn.Module, dataset, model_path: str | os.PathLike, interval: int = 1,
                  key_metric: str = "auroc", sw_batch_size: int = 16, min_tumour_pixels: int = 20) -> None:
@@ -62,6 +63,14 @@ class StatusValidationHandler:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The best score so far: in the training checkpoint, so that a resumed run does not overwrite a
+        better ``model_path`` with its first validation."""
+        return {"best": torch.tensor(self.best, dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = float(state["best"])
 
     def __call__(self, engine: Engine) -> None:
         table, _ = evaluate_status_model(self.network, self.dataset, self.sw_batch_size, self.min_tumour_pixels)
