@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -116,6 +117,17 @@ def test_verify_and_torchscript_export_give_the_same_masks(trained: Path, tiny_c
     assert torch.equal(a > 0, b > 0)
 
 
+def test_multi_gpu_overrides_point_at_the_tensorboard_handlers():
+    """multi_gpu_train.json disables the TensorBoard handlers off rank 0 by list index: keep them in step."""
+    train = json.loads((CONFIGS / "train.json").read_text())
+    multi = json.loads((CONFIGS / "multi_gpu_train.json").read_text())
+    disabled = [k for k in multi if k.endswith("#_disabled_")]
+    assert len(disabled) == 2
+    for key in disabled:
+        section, _, index, _ = key.split("#")
+        assert train[section]["handlers"][int(index)]["_target_"] == "TensorBoardStatsHandler", key
+
+
 def test_torchrun_two_process_gloo_epoch(tiny_cohort: Path, tmp_path: Path):
     overrides = [f"--{k} {v!s}".replace(" ", "=", 1) if not isinstance(v, list) else f"--{k}={v}".replace(" ", "")
                  for k, v in {**TRAIN, "num_epochs": 1}.items()]
@@ -131,6 +143,8 @@ def test_torchrun_two_process_gloo_epoch(tiny_cohort: Path, tmp_path: Path):
     ckpt = torch.load(run / "checkpoint_epoch=1.pt", weights_only=True)
     assert ckpt["trainer"]["iteration"] == ckpt["trainer"]["epoch_length"]
     assert not any(k.startswith("module.") for k in ckpt["generator"])  # DDP wrapper not saved
+    # TensorBoard writers only on rank 0: one trainer and one validator event file, none from rank 1
+    assert len(list(run.glob("events.out.tfevents.*"))) == 2
 
 
 def test_finetune_stage_starts_from_the_pretrained_generator(trained: Path, tiny_cohort: Path, tmp_path: Path):
