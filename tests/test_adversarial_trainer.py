@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def test_dice_exponent_matches_monai_squared_and_plain_dice():
     logits, target = torch.randn(3, 1, 12, 12), (torch.rand(3, 1, 12, 12) > 0.6).float()
     for p, squared in ((2, True), (1, False)):
-        ours = DiceBCELoss(p=p, bce_weight=0.0)(logits, target)
+        ours = DiceBCELoss(p=p, bce_weight=0.0, smooth=1e-5)(logits, target)
         ref = DiceLoss(sigmoid=True, squared_pred=squared, smooth_nr=1e-5, smooth_dr=1e-5)(logits, target)
         assert torch.allclose(ours, ref, atol=1e-6)
     with_bce = DiceBCELoss(p=2)(logits, target)
@@ -24,6 +24,21 @@ def test_dice_exponent_matches_monai_squared_and_plain_dice():
     assert torch.allclose(with_bce, DiceBCELoss(p=2, bce_weight=0.0)(logits, target) + bce, atol=1e-6)
     with pytest.raises(ValueError, match="exponent"):
         DiceBCELoss(p=0)
+
+
+def test_dice_on_an_empty_reference_is_bounded_and_flattens_as_the_prediction_empties():
+    target = torch.zeros(1, 1, 16, 16)
+    grads = []
+    for logit in (-2.0, -6.0, -10.0):
+        logits = torch.full((1, 1, 16, 16), logit, requires_grad=True)
+        DiceBCELoss(bce_weight=0.0)(logits, target).backward()
+        grads.append(logits.grad.abs().max().item())
+    assert grads[0] > grads[1] > grads[2]  # smooth=1: the push towards background fades
+    assert grads[0] < 1.0
+    # MONAI's smooth 1e-5 makes the same near-empty prediction pull hard (the collapse this default avoids)
+    logits = torch.full((1, 1, 16, 16), -10.0, requires_grad=True)
+    DiceBCELoss(bce_weight=0.0, smooth=1e-5)(logits, target).backward()
+    assert logits.grad.abs().max().item() > 100 * grads[2]
 
 
 def test_adversarial_terms_are_weighted_by_k_and_unlabeled_weight():

@@ -23,9 +23,16 @@ class DiceBCELoss(nn.Module):
     ``Dice_p = (2 * sum(s * y) + smooth) / (sum(s**p) + sum(y**p) + smooth)`` with
     ``s = sigmoid(logits)``, computed per sample over all spatial positions, then averaged
     over the batch (like MONAI's ``DiceLoss(batch=False)``).
+
+    ``smooth`` defaults to 1 (one pixel), not MONAI's 1e-5: a lesion-free slice (empty reference)
+    gives ``1 - smooth / (sum(s**p) + smooth)``, whose gradient peaks where ``sum(s**p)`` is about
+    ``smooth``; with 1e-5 that is a nearly empty prediction, so every lesion-free slice keeps
+    pushing the network towards an all-background output. With 1e-5 our generator collapsed to an
+    empty mask after ~400 steps (the FLAIR run, see the bundle docs); with 1 the pull fades as the
+    prediction empties.
     """
 
-    def __init__(self, p: float = 2.0, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1e-5):
+    def __init__(self, p: float = 2.0, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1.0):
         super().__init__()
         if p <= 0:
             raise ValueError(f"Dice denominator exponent p must be positive, got {p}")
