@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -87,7 +89,7 @@ def test_segments_every_patient_on_the_input_grid(pytorch_run, tiny_cohort: Path
     assert rc == 0
     assert stdout.splitlines()[0].startswith("t2: 8 segmented, 0 reused, 0 skipped, 0 failed of 8 patients")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{pid}_t2_seg.nii.gz" for pid in manifest.patient_id] + ["segment_report.csv"])
+        [f"{pid}_t2_seg.nii.gz" for pid in manifest.patient_id] + ["segment_report.csv", "segment_model_t2.json"])
     values = set()
     for row in manifest.itertuples():
         image = nib.load(tiny_cohort.parent / row.t2)
@@ -220,6 +222,28 @@ def test_second_run_reuses_a_corrupt_output_is_redone_and_overwrite_redoes_all(
     assert set(_report(out).status) == {"done"}
     assert all((out / n).stat().st_mtime_ns != 10**18 for n in names)
     _assert_no_temp_files(out)
+
+
+def test_resuming_with_another_model_is_refused_unless_overwrite(
+        pytorch_run, bundle: Path, tiny_cohort: Path, tmp_path: Path, capsys):
+    out = tmp_path / "pred"
+    shutil.copytree(pytorch_run[0], out)
+    record = json.loads((out / "segment_model_t2.json").read_text())
+    assert record["sha256"] == hashlib.sha256((bundle / "models" / "model_t2.pt").read_bytes()).hexdigest()
+    other = tmp_path / "other_t2.pt"
+    torch.manual_seed(7)
+    torch.save(build_generator("MSCG", features=FEATURES).state_dict(), other)
+    before = _masks(out)
+    capsys.readouterr()
+    assert _segment(bundle, tiny_cohort, out, "--model", str(other)) == 2
+    err = capsys.readouterr().err
+    assert "holds t2 masks made by" in err and "--overwrite" in err
+    assert all(np.array_equal(before[n], m) for n, m in _masks(out).items())  # nothing touched
+    # the same weights under another threshold would make other masks too
+    assert _segment(bundle, tiny_cohort, out, "--set", "threshold=0.9") == 2
+    assert _segment(bundle, tiny_cohort, out, "--model", str(other), "--overwrite") == 0
+    assert set(_report(out).status) == {"done"}
+    assert json.loads((out / "segment_model_t2.json").read_text())["model_file"] == str(other.resolve())
 
 
 def test_nothing_segmented_exits_1(bundle: Path, tiny_cohort: Path, tmp_path: Path, capsys):

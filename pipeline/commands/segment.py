@@ -2,7 +2,9 @@
 
 Writes ``<patient_id>_<sequence>_seg.nii.gz`` (uint8, on each input's own grid, affine and header) and
 ``segment_report.csv`` (patient_id, status done/reused/skipped/failed, reason, seconds) to ``--out``.
-Resumes: a patient whose mask already exists and is readable is not redone unless ``--overwrite``.
+Resumes: a patient whose mask already exists and is readable is not redone unless ``--overwrite``;
+``segment_model_<sequence>.json`` records the weights (SHA-256) and threshold, and resuming a folder
+with other ones is refused, so a folder never mixes two models' masks.
 Weights: ``--model FILE`` (state dict or TorchScript), else ``BUNDLE/models/model_<sequence>.pt``,
 else ``BUNDLE/models/model_<sequence>.ts``. Exit code 0 when at least one patient has a mask, else 1.
 """

@@ -6,7 +6,9 @@ Per patient, one of four outcomes (``segment_report.csv`` in the output folder):
   same folder, then ``os.replace``), uint8, on the input's shape and affine with its header
   (qform/sform codes, units, pixdim) and no intensity scaling;
 * ``reused``: the output already exists and is a readable NIfTI of the input's shape (resume);
-  ``overwrite=True`` redoes it;
+  ``overwrite=True`` redoes it. ``segment_model_<sequence>.json`` records which weights (SHA-256)
+  and threshold made the masks of a folder; resuming with different ones is refused (a folder
+  never mixes two models' masks) unless ``overwrite=True``;
 * ``skipped``: the input cannot be used: a cohort problem found by ``load_cohort`` (missing or
   unreadable file, not 3D, ...), no image for the sequence, a float image with NaN or infinite
   values (as ``check-cohort`` reports them), or an image that fails to load or preprocess (truncated data);
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import time
@@ -38,6 +41,7 @@ __all__ = ["CaseResult", "CohortSegmenter", "REPORT_NAME", "STATUSES", "Segmenta
            "prediction_path"]
 
 REPORT_NAME = "segment_report.csv"
+MODEL_RECORD = "segment_model_{sequence}.json"
 STATUSES = ("done", "reused", "skipped", "failed")
 REPORT_COLUMNS = ("patient_id", "status", "reason", "seconds", "image", "output")
 logger = logging.getLogger(__name__)
@@ -175,6 +179,7 @@ class CohortSegmenter:
             cohort = load_cohort(cohort, strict=False, read_data=False, sequence=self.sequence,
                                  progress=self.progress)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.check_model_record()
         report = SegmentationReport(self.sequence, self.output_dir)
         start = time.perf_counter()
         bar = tqdm(cohort.cases, desc=f"segmenting {self.sequence}", unit="patient", disable=not self.progress)
@@ -189,6 +194,30 @@ class CohortSegmenter:
             report.seconds = time.perf_counter() - start
             report.write_csv()
         return report
+
+    def model_record(self) -> dict:
+        """What identifies the masks this segmenter writes: the weights' SHA-256 and the threshold."""
+        from pipeline.bundle_sharing.checksums import sha256_file
+
+        return {"sequence": self.sequence, "model_file": str(Path(self.model.model_file).resolve()),
+                "sha256": sha256_file(self.model.model_file), "threshold": self.model.threshold}
+
+    def check_model_record(self) -> None:
+        """Refuse to resume a folder whose masks another model made; record this model otherwise."""
+        path = self.output_dir / MODEL_RECORD.format(sequence=self.sequence)
+        record = self.model_record()
+        if path.is_file() and not self.overwrite:
+            try:
+                previous = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{path}: unreadable model record ({exc}); delete it or pass --overwrite") from exc
+            if (previous.get("sha256"), previous.get("threshold")) != (record["sha256"], record["threshold"]):
+                raise ValueError(
+                    f"{self.output_dir} holds {self.sequence} masks made by {previous.get('model_file')} "
+                    f"(sha256 {str(previous.get('sha256'))[:12]}, threshold {previous.get('threshold')}), not by "
+                    f"{record['model_file']} (sha256 {record['sha256'][:12]}, threshold {record['threshold']}): "
+                    "pass --overwrite to redo them, or choose another --out")
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
     def segment_case(self, cohort: Cohort, case: dict) -> CaseResult:
         """Segment one patient dict of ``cohort`` (never raises for a per-patient problem)."""
