@@ -100,7 +100,8 @@ def test_pack_writes_configs_docs_weights_torchscript_and_checksums(packed: Path
     assert set(digests) == set(files) - {CHECKSUMS_FILE}
     assert all(hashlib.sha256(files[p]).hexdigest() == d for p, d in digests.items())
     manifest = json.loads(files[MANIFEST_FILE])
-    assert (manifest["name"], manifest["version"]) == ("DMG MSCG segmentation", "0.1.0")
+    meta = json.loads((SEG_BUNDLE / "configs" / "metadata.json").read_text())
+    assert manifest["name"] == "DMG MSCG segmentation" and manifest["version"] == meta["version"]
     assert {f["path"]: f["size"] for f in manifest["files"]} == {
         p: len(d) for p, d in files.items() if p not in (CHECKSUMS_FILE, MANIFEST_FILE)}
     assert manifest["models"] == {"t2": {"pytorch": "models/model_t2.pt", "torchscript": "models/model_t2.ts"}}

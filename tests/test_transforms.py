@@ -264,7 +264,8 @@ def test_slice_augmentation_intensity_changes_image_only():
 
 def test_train_pipeline_dataloader(tmp_path):
     cases = _small_cases(tmp_path)
-    train = build_transforms("train", spatial_size=64, slice_policy="lesion+background", background_ratio=1.0)
+    train = build_transforms("train", spatial_size=64, slice_policy="lesion+background", background_ratio=1.0,
+                             intensity_prob=0.0)
     train.set_random_state(seed=0)
     batch = next(iter(DataLoader(Dataset(cases, train), batch_size=2, num_workers=0)))
     assert batch["image"].shape == (6 + 2, 1, 64, 64)
@@ -275,11 +276,13 @@ def test_train_pipeline_dataloader(tmp_path):
 
     # left-right flip is along RAS axis 0 of the slice; label follows the image
     base = build_transforms("train", spatial_size=64, slice_policy="all", augment=False)(cases[0])
-    flip = build_transforms("train", spatial_size=64, slice_policy="all", flip_prob=1.0, rotate_prob=0.0)(cases[0])
+    flip = build_transforms("train", spatial_size=64, slice_policy="all", flip_prob=1.0, rotate_prob=0.0,
+                            intensity_prob=0.0)(cases[0])
     assert len(base) == len(flip) == 8
     assert torch.allclose(flip[3]["image"], torch.flip(base[3]["image"], dims=[1]))
     assert torch.equal(flip[3]["label"], torch.flip(base[3]["label"], dims=[1]))
-    rot = build_transforms("train", spatial_size=64, slice_policy="lesion", flip_prob=0.0, rotate_prob=1.0)
+    rot = build_transforms("train", spatial_size=64, slice_policy="lesion", flip_prob=0.0, rotate_prob=1.0,
+                           intensity_prob=0.0)
     rot.set_random_state(seed=1)
     rotated = rot(cases[0])
     assert set(torch.unique(rotated[0]["label"]).tolist()) <= {0.0, 1.0}  # nearest for the label

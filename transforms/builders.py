@@ -68,6 +68,7 @@ def build_transforms(
     flip_prob: float = 0.5,
     rotate_prob: float = 0.5,
     rotate_degrees: float = 15.0,
+    intensity_prob: float = 0.3,
     reader: str | None = None,
 ) -> Compose:
     """Preprocessing for one MRI sequence (keys ``image`` and optional ``label``: file paths).
@@ -77,8 +78,9 @@ def build_transforms(
     (image bilinear + anti-aliasing, label nearest-exact; slice axis untouched) -> percentile
     normalisation of the image to [0, 1].
 
-    * ``"train"``: then :class:`AxialSlicesd` (``slice_policy``) -> optional left-right flip (RAS axis 0)
-      and in-plane rotation -> plain float tensors ``(C, H, W)``.
+    * ``"train"``: then :class:`AxialSlicesd` (``slice_policy``) -> :func:`build_slice_augmentation`
+      (left-right flip on RAS axis 0, in-plane rotation, bias field / gamma / noise) -> plain float
+      tensors ``(C, H, W)``.
     * ``"validate"``: the 3D volume, image and label, ``(1, H, W, D)`` MetaTensors (for ``SliceInferer``).
     * ``"infer"``: image only, ``(1, H, W, D)`` MetaTensor carrying the trace that
       :func:`build_postprocessing` inverts back to the input grid.
@@ -118,7 +120,7 @@ def build_transforms(
                 min_background=min_background,
             )
         )
-        steps.append(build_slice_augmentation(keys, augment, flip_prob, rotate_prob, rotate_degrees))
+        steps.append(build_slice_augmentation(keys, augment, flip_prob, rotate_prob, rotate_degrees, intensity_prob))
     else:
         steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True, allow_missing_keys=True))
     return Compose(steps)
@@ -137,7 +139,8 @@ def build_slice_augmentation(
     Spatial (the paper's): left-right flip on RAS axis 0, in-plane rotation (image bilinear, label
     nearest). Intensity, on the image (``keys[0]``) only, each with ``intensity_prob``: a smooth
     multiplicative bias field, a gamma change and Gaussian noise -- the scanner effects that differ
-    between centers, so that a model trained at some centers holds up at one it never saw.
+    between centers, so that a model trained at some centers holds up at one it never saw (the
+    noise may leave [0, 1] by a few hundredths, like noise on a real scan).
     ``augment=False`` only converts."""
     steps: list = []
     if augment:
