@@ -60,9 +60,12 @@ def test_demo_segments_evaluates_and_reports_every_sequence(tiny_bundle, tmp_pat
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert summary  # written
     assert (out / "report" / "report.html").is_file()
-    # the printed table has one DSC row per sequence, and the report's location
+    # the printed table: one row per sequence and the overall row, DSC and HD95 from the summary
+    rows = {line.split()[0]: line for line in printed.splitlines() if line.split()[:1] in (["all"], *[[s] for s in SEQUENCES])}
+    assert sorted(rows) == sorted(["all", *SEQUENCES]), printed
     for seq in SEQUENCES:
-        assert any(line.startswith(seq) and "center_c" not in line for line in printed.splitlines()), printed
+        dsc = cases.loc[cases.sequence == seq, "dsc_policy"].mean()
+        assert f"{dsc:.3f}" in rows[seq]
     assert str(out / "report" / "report.html") in printed
     assert "HD95" in printed and "DSC" in printed
 

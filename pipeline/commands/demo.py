@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nSynthetic {args.center} cohort (seed {args.seed}, a center the models never saw): "
           f"{len(cohort.cases)} patients, {result.n_evaluated} masks evaluated, {result.n_failed} failed")
     if result.n_evaluated:
-        print_summary_table(result)
+        print_summary_table(result, levels=("sequence", "overall"))
     for failure in result.failures:
         print(f"  FAILED {failure}")
     print(f"\nreport:      {out / 'report' / 'report.html'}\npredictions: {predictions}\n"

@@ -80,10 +80,10 @@ def _all_label_items(cohort, sequences) -> list[dict]:
             for c in cohort.cases for seq in sequences if c.get(f"label_{seq}") or c.get(seq)]
 
 
-def print_summary_table(result) -> None:
+def print_summary_table(result, levels: tuple[str, ...] = ("overall", "sequence", "center", "sequence+center")) -> None:
+    """DSC mean ± SD and HD95 median per summary row of the given ``levels``."""
     summary = result.summary
-    rows = summary[(summary["metric"] == "dsc") & summary["level"].isin(["sequence", "center", "sequence+center",
-                                                                          "overall"])]
+    rows = summary[(summary["metric"] == "dsc") & summary["level"].isin(levels)]
     hd95 = summary[summary["metric"] == "hd95"].set_index(["level", "sequence", "center"])["median"]
     print(f"{'sequence':<10}{'center':<14}{'n':>5}{'failed':>8}{'DSC mean ± SD':>20}{'HD95 median mm':>17}")
     for r in rows.itertuples():

@@ -14,7 +14,7 @@ DATA=${DATA:-../../data}
 RUNS=${RUNS:-../../runs}
 # the shipped width and schedule (the paper's is features 32..512, 240x240, lr 1e-4, 500 epochs, on a GPU)
 WIDTH=(--features "[8,16,32,64,128]" --disc_channels "[16,32,64,128]" --spatial_size 160)
-SCHEDULE=(--k 0.05 --learning_rate 0.001 --num_epochs 10 --val_interval 1 --batch_size 2 --num_workers 1 --seed 0 --split_seed 0)
+SCHEDULE=(--k 0.05 --learning_rate 0.0003 --num_epochs 10 --val_interval 1 --batch_size 2 --num_workers 1 --seed 0 --split_seed 0)
 
 case "${1:?phase: data, train, ship or evaluate}" in
 data)
