@@ -2,9 +2,11 @@
 # Reproduce the shipped CPU-width weights, the results table and the T2 ablation of this bundle.
 #
 #   bash scripts/reproduce_cpu.sh data                 # training cohort (center_a + center_b) and held-out center_c
-#   bash scripts/reproduce_cpu.sh train t2 [VARIANT]   # one run: fold 0 of 5 (48 training / 12 validation patients)
-#   bash scripts/reproduce_cpu.sh ship t2              # best-validation weights -> models/, TorchScript export
-#   bash scripts/reproduce_cpu.sh evaluate t2 [VARIANT] # dmg segment + dmg evaluate on validation and held-out center
+#   bash scripts/reproduce_cpu.sh train t2 [VARIANT]    # one run: fold 0 of 5 (48 training / 12 validation patients)
+#   bash scripts/reproduce_cpu.sh continue t2           # 8 more epochs from the best t2 MSCG weights, lr 1e-4
+#   bash scripts/reproduce_cpu.sh transfer t1c t2       # train t1c starting from the best t2 MSCG weights
+#   bash scripts/reproduce_cpu.sh ship t2 [RUN]         # best-validation weights of RUNS/RUN -> models/, TorchScript
+#   bash scripts/reproduce_cpu.sh evaluate t2 [VARIANT] [RUN]  # dmg segment + dmg evaluate, validation + held-out
 #
 # Run from the bundle folder. DATA (default ../../data) and RUNS (default ../../runs) may be set.
 # Each training run uses one thread (OMP_NUM_THREADS=1), so two runs share a 2-core machine.
@@ -27,15 +29,29 @@ train)
         --dataset_dir "$DATA/train" --sequence "$seq" --variant "$variant" --fold 0 \
         --output_dir "$RUNS/${seq}_${variant}" "${WIDTH[@]}" "${SCHEDULE[@]}"
     ;;
-ship)
+continue)
     seq=${2:?sequence}
-    cp "$RUNS/${seq}_MSCG/model.pt" "models/model_${seq}.pt"
+    OMP_NUM_THREADS=1 python -m monai.bundle run --config_file configs/train.json --bundle_root . \
+        --dataset_dir "$DATA/train" --sequence "$seq" --variant MSCG --fold 0 \
+        --output_dir "$RUNS/${seq}_MSCG_cont" --pretrained_ckpt "$RUNS/${seq}_MSCG/model.pt" \
+        "${WIDTH[@]}" "${SCHEDULE[@]}" --learning_rate 0.0001 --num_epochs 8
+    ;;
+transfer)
+    seq=${2:?sequence}; src=${3:?source sequence}
+    OMP_NUM_THREADS=1 python -m monai.bundle run --config_file configs/train.json --bundle_root . \
+        --dataset_dir "$DATA/train" --sequence "$seq" --variant MSCG --fold 0 \
+        --output_dir "$RUNS/${seq}_MSCG_from_${src}" --pretrained_ckpt "$RUNS/${src}_MSCG/model.pt" \
+        "${WIDTH[@]}" "${SCHEDULE[@]}"
+    ;;
+ship)
+    seq=${2:?sequence}; run=${3:-${seq}_MSCG}
+    cp "$RUNS/$run/model.pt" "models/model_${seq}.pt"
     python -m monai.bundle ckpt_export network_def --filepath "models/model_${seq}.ts" \
         --ckpt_file "models/model_${seq}.pt" --meta_file configs/metadata.json \
         --config_file configs/inference.json
     ;;
 evaluate)
-    seq=${2:?sequence}; variant=${3:-MSCG}; run="$RUNS/${seq}_${variant}"
+    seq=${2:?sequence}; variant=${3:-MSCG}; run="$RUNS/${4:-${seq}_${variant}}"
     dmg segment --bundle . --cohort "$DATA/heldout/manifest.csv" --sequence "$seq" --model "$run/model.pt" \
         --set variant="$variant" --out "$run/heldout_pred"
     dmg evaluate --pred "$run/heldout_pred" --cohort "$DATA/heldout/manifest.csv" --sequence "$seq" \

@@ -1,9 +1,10 @@
 """Markdown results and ablation tables from the ``dmg evaluate`` outputs of ``reproduce_cpu.sh evaluate``.
 
-    python scripts/results_tables.py RUNS_DIR
+    python scripts/results_tables.py RUNS_DIR [--shipped t2=t2_MSCG_cont ...]
 
-Reads ``RUNS_DIR/<sequence>_<variant>/{validation,heldout}_report/summary.csv`` (whichever exist) and
-prints two tables: the MSCG results per sequence next to the paper's, and the ablation per variant.
+Reads ``RUNS_DIR/<run>/{validation,heldout}_report/summary.csv`` (whichever exist) and prints two
+tables: the shipped MSCG models per sequence next to the paper's (run ``<sequence>_MSCG`` unless
+``--shipped`` names another), and the T2 ablation (runs ``t2_<variant>``, one budget for all).
 Cells: mean ± SD over patients (BraTS empty-case policy), HD95 as median [IQR] in mm.
 """
 
@@ -38,11 +39,12 @@ def _cells(summary: Path) -> tuple[int, list[str]] | None:
     return int(rows.loc["dsc", "n_evaluated"]), cells
 
 
-def results_table(runs: Path) -> list[str]:
+def results_table(runs: Path, shipped: dict[str, str] | None = None) -> list[str]:
     lines = ["| sequence | patients | n " + HEADER, "|---|---|---|---|---|---|---|---|"]
     for seq in SEQUENCES:
+        run = (shipped or {}).get(seq, f"{seq}_MSCG")
         for folder, label in SETS:
-            found = _cells(runs / f"{seq}_MSCG" / folder / "summary.csv")
+            found = _cells(runs / run / folder / "summary.csv")
             if found:
                 lines.append(f"| {seq.upper()} | ours, synthetic: {label} | {found[0]} | " + " | ".join(found[1]) + " |")
         train, test, hd95 = PAPER[seq]
@@ -64,8 +66,11 @@ def ablation_table(runs: Path, sequence: str = "t2") -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, help="the RUNS folder of reproduce_cpu.sh")
+    parser.add_argument("--shipped", nargs="*", default=[], metavar="SEQ=RUN",
+                        help="the run each shipped model comes from (default <sequence>_MSCG)")
     args = parser.parse_args()
-    print("\n".join(["### Results (MSCG)", "", *results_table(args.runs), "", "### Ablation (T2)", "",
+    shipped = dict(item.split("=", 1) for item in args.shipped)
+    print("\n".join(["### Results (MSCG)", "", *results_table(args.runs, shipped), "", "### Ablation (T2)", "",
                      *ablation_table(args.runs)]))
 
 
