@@ -22,9 +22,11 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def test_every_sequence_has_weights_and_a_torchscript_export_under_25_mb():
     models = find_models(BUNDLE)
     for seq in SEQUENCES:
-        assert set(models[seq]) == {"pytorch", "torchscript"}, models
-        for name in models[seq].values():
-            assert (BUNDLE / "models" / name).stat().st_size < 25 * 2**20
+        files = models[seq]
+        assert files.pytorch == BUNDLE / "models" / f"model_{seq}.pt", models
+        assert files.torchscript == BUNDLE / "models" / f"model_{seq}.ts", models
+        for path in (files.pytorch, files.torchscript):
+            assert path.stat().st_size < 25 * 2**20
 
 
 def test_shipped_bundle_verifies():
