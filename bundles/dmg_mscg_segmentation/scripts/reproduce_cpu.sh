@@ -4,7 +4,7 @@
 #   bash scripts/reproduce_cpu.sh data                 # training cohort (center_a + center_b) and held-out center_c
 #   bash scripts/reproduce_cpu.sh train t2 [VARIANT]    # one run: fold 0 of 5 (48 training / 12 validation patients)
 #   bash scripts/reproduce_cpu.sh continue t2           # 8 more epochs from the best t2 MSCG weights, lr 1e-4
-#   bash scripts/reproduce_cpu.sh transfer t1c t2       # train t1c starting from the best t2 MSCG weights
+#   bash scripts/reproduce_cpu.sh transfer t1c t2_MSCG-Dis [VARIANT]  # train t1c from another run's best weights
 #   bash scripts/reproduce_cpu.sh ship t2 [RUN]         # best-validation weights of RUNS/RUN -> models/, TorchScript
 #   bash scripts/reproduce_cpu.sh evaluate t2 [VARIANT] [RUN]  # dmg segment + dmg evaluate, validation + held-out
 #
@@ -37,10 +37,10 @@ continue)
         "${WIDTH[@]}" "${SCHEDULE[@]}" --learning_rate 0.0001 --num_epochs 8
     ;;
 transfer)
-    seq=${2:?sequence}; src=${3:?source sequence}
+    seq=${2:?sequence}; src=${3:?source run, e.g. t2_MSCG-Dis}; variant=${4:-MSCG-Dis}
     OMP_NUM_THREADS=1 python -m monai.bundle run --config_file configs/train.json --bundle_root . \
-        --dataset_dir "$DATA/train" --sequence "$seq" --variant MSCG --fold 0 \
-        --output_dir "$RUNS/${seq}_MSCG_from_${src}" --pretrained_ckpt "$RUNS/${src}_MSCG/model.pt" \
+        --dataset_dir "$DATA/train" --sequence "$seq" --variant "$variant" --fold 0 \
+        --output_dir "$RUNS/${seq}_${variant}_from_${src}" --pretrained_ckpt "$RUNS/$src/model.pt" \
         "${WIDTH[@]}" "${SCHEDULE[@]}"
     ;;
 ship)

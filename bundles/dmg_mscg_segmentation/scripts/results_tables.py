@@ -46,7 +46,7 @@ def results_table(runs: Path, shipped: dict[str, str] | None = None) -> list[str
         for folder, label in SETS:
             found = _cells(runs / run / folder / "summary.csv")
             if found:
-                lines.append(f"| {seq.upper()} | ours, synthetic: {label} | {found[0]} | " + " | ".join(found[1]) + " |")
+                lines.append(f"| {seq.upper()} | ours, synthetic, `{run}`: {label} | {found[0]} | " + " | ".join(found[1]) + " |")
         train, test, hd95 = PAPER[seq]
         lines.append(f"| {seq.upper()} | paper, real patients: training / external test | — | {train} / {test} "
                      f"| {hd95} (test) | — | — | — |")
@@ -70,7 +70,7 @@ def main() -> None:
                         help="the run each shipped model comes from (default <sequence>_MSCG)")
     args = parser.parse_args()
     shipped = dict(item.split("=", 1) for item in args.shipped)
-    print("\n".join(["### Results (MSCG)", "", *results_table(args.runs, shipped), "", "### Ablation (T2)", "",
+    print("\n".join(["### Results of the shipped models", "", *results_table(args.runs, shipped), "", "### Ablation (T2)", "",
                      *ablation_table(args.runs)]))
 
 
