@@ -269,15 +269,17 @@ def bench_inference(cfg: Config) -> dict:
     from pipeline.inference import load_segmentation_model
     from pipeline.inference.segmenter import mask_image_like
     from pipeline.networks import build_generator
+    from pipeline.networks.mscg_generator import PAPER_FEATURES
     from transforms import build_postprocessing, build_transforms
 
     tmp = Path(tempfile.mkdtemp(prefix="dmg_bench_"))
     try:
         image_file = _volume(cfg, tmp)
-        overrides: dict[str, Any] = {"spatial_size": cfg.infer_size}
         features = list(cfg.infer_features) if cfg.infer_features is not None else None
-        if features is not None:
-            overrides["features"] = features
+        # the network is built here (random weights, paper width unless the config says otherwise), so the
+        # copied inference.json must say that width, whatever width the shipped weights have
+        overrides: dict[str, Any] = {"spatial_size": cfg.infer_size,
+                                     "features": features or list(PAPER_FEATURES)}
         bundle = tmp / "bundle"
         shutil.copytree(BUNDLE / "configs", bundle / "configs")
         (bundle / "models").mkdir()

@@ -95,6 +95,9 @@ class MSCGDecoderBlock(nn.Module):
         return self.attention(self.conv(x))
 
 
+PAPER_FEATURES: tuple[int, ...] = (32, 64, 128, 256, 512)  # the paper's widths, 240 -> 15 at the bottleneck
+
+
 class MSCGenerator(nn.Module):
     """Generator of MSCG (Deng et al. 2026): U-Net-like encoder-decoder with three attention/context modules.
 
@@ -126,7 +129,7 @@ class MSCGenerator(nn.Module):
         spatial_dims: int = 2,
         in_channels: int = 1,
         out_channels: int = 1,
-        features: Sequence[int] = (32, 64, 128, 256, 512),
+        features: Sequence[int] = PAPER_FEATURES,
         use_scse: bool = True,
         use_mfe: bool = True,
         use_cbam: bool = True,
