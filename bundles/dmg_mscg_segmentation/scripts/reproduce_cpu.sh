@@ -3,7 +3,6 @@
 #
 #   bash scripts/reproduce_cpu.sh data                 # training cohort (center_a + center_b) and held-out center_c
 #   bash scripts/reproduce_cpu.sh train t2 [VARIANT]    # one run: fold 0 of 5 (48 training / 12 validation patients)
-#   bash scripts/reproduce_cpu.sh continue t2           # 8 more epochs from the best t2 MSCG weights, lr 1e-4
 #   bash scripts/reproduce_cpu.sh transfer t1c t2_MSCG-Dis [VARIANT]  # train t1c from another run's best weights
 #   bash scripts/reproduce_cpu.sh ship t2 [RUN]         # best-validation weights of RUNS/RUN -> models/, TorchScript
 #   bash scripts/reproduce_cpu.sh evaluate t2 [VARIANT] [RUN]  # dmg segment + dmg evaluate, validation + held-out
@@ -18,7 +17,7 @@ RUNS=${RUNS:-../../runs}
 WIDTH=(--features "[8,16,32,64,128]" --disc_channels "[16,32,64,128]" --spatial_size 160)
 SCHEDULE=(--k 0.05 --learning_rate 0.0003 --num_epochs 10 --val_interval 1 --batch_size 2 --num_workers 1 --seed 0 --split_seed 0)
 
-case "${1:?phase: data, train, ship or evaluate}" in
+case "${1:?phase: data, train, transfer, ship or evaluate}" in
 data)
     dmg synth --out "$DATA/train" --patients 60 --centers center_a,center_b --seed 1
     dmg synth --out "$DATA/heldout" --patients 20 --centers center_c --seed 2
@@ -28,13 +27,6 @@ train)
     OMP_NUM_THREADS=1 python -m monai.bundle run --config_file configs/train.json --bundle_root . \
         --dataset_dir "$DATA/train" --sequence "$seq" --variant "$variant" --fold 0 \
         --output_dir "$RUNS/${seq}_${variant}" "${WIDTH[@]}" "${SCHEDULE[@]}"
-    ;;
-continue)
-    seq=${2:?sequence}
-    OMP_NUM_THREADS=1 python -m monai.bundle run --config_file configs/train.json --bundle_root . \
-        --dataset_dir "$DATA/train" --sequence "$seq" --variant MSCG --fold 0 \
-        --output_dir "$RUNS/${seq}_MSCG_cont" --pretrained_ckpt "$RUNS/${seq}_MSCG/model.pt" \
-        "${WIDTH[@]}" "${SCHEDULE[@]}" --learning_rate 0.0001 --num_epochs 8
     ;;
 transfer)
     seq=${2:?sequence}; src=${3:?source run, e.g. t2_MSCG-Dis}; variant=${4:-MSCG-Dis}
