@@ -1,7 +1,7 @@
-"""Atomic file writes: a temp file in the target's folder, then ``os.replace``.
+"""Atomic file writes: a temp file in the target's folder, flushed to disk, then ``os.replace``.
 
-A reader (or a crashed run) sees either the previous file or the complete new one, never a
-partial file, and no temp file is left behind on error.
+A reader (or a run killed at any point, even by SIGKILL or a power cut) sees either the previous
+file or the complete new one, never a partial file, and no temp file is left behind on error.
 """
 
 from __future__ import annotations
@@ -22,6 +22,20 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once at import: os.umask can only be read by setting it
 
 
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (creating the folder); returns the path."""
     path = Path(path)
@@ -30,8 +44,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)
