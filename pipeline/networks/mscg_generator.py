@@ -13,6 +13,7 @@ from torch import nn
 from pipeline.networks.cbam import CBAM
 from pipeline.networks.pyramid_pooling import PyramidPoolingModule
 from pipeline.networks.scse import SpatialChannelSE
+from pipeline.networks.single_voxel_instance_norm import make_instance_norms_single_voxel_safe
 
 __all__ = ["MSCGenerator", "MSCGEncoderBlock", "MSCGDecoderBlock"]
 
@@ -214,6 +215,7 @@ class MSCGenerator(nn.Module):
             )
         self.decoder = nn.ModuleList(decoder)
         self.head = Conv[Conv.CONV, spatial_dims](features[0], out_channels, kernel_size=1, bias=True)
+        make_instance_norms_single_voxel_safe(self)  # a 16x16 slice has a 1x1 bottleneck with 4 downsamplings
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(B, in_channels, *spatial)`` images to ``(B, out_channels, *spatial)`` logits."""
