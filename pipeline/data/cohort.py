@@ -7,12 +7,16 @@ tumour for that sequence (``[1]`` for binary masks; BraTS: T1C = enhancing tumou
 T2/FLAIR = whole tumour ``[1, 2, 4]``) and ``label_values``: the values a label file may
 hold (``[0, 1]``; BraTS ``[0, 1, 2, 4]``).
 
+An image or label cell may name a NIfTI file or a DICOM series folder (read with SimpleITK by
+:func:`evaluation.image_io.load_image`, on the series' own grid).
+
 Everything is validated up front (missing file, unreadable NIfTI, non-3D image,
 image/label shape or affine mismatch, label values outside the allowed set, bad status,
 duplicate ids).  ``strict=True`` raises :class:`CohortError` listing every problem;
 ``strict=False`` keeps going and reports the problems in :attr:`Cohort.issues`, dropping
 only what is affected: one sequence of a patient, or the whole patient for case-level
-problems.  :meth:`Cohort.datalist` then yields the per-sequence dicts that the
+problems (an OS error such as a symlink loop in one patient's path is such a problem, not the
+cohort's).  :meth:`Cohort.datalist` then yields the per-sequence dicts that the
 transforms consume (``image``, ``label``, ``label_classes``, ``patient_id``, ``center``,
 ``sequence``, ``h3k27m``).
 """
@@ -31,6 +35,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+
+from evaluation.image_io import ImageReadError, load_image
 
 SEQUENCES: tuple[str, ...] = ("t1c", "t2", "flair")
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -67,6 +73,9 @@ class CohortError(ValueError):
 
     def __init__(self, source: str | os.PathLike, issues: Sequence[CohortIssue]):
         self.issues = list(issues)
+        if len(self.issues) == 1 and self.issues[0].patient_id == "-":  # a problem of the source itself
+            super().__init__(f"{source}: {self.issues[0].problem}")
+            return
         lines = "\n  ".join(str(i) for i in self.issues)
         super().__init__(f"{source}: {len(self.issues)} problem(s) in the cohort:\n  {lines}")
 
@@ -124,8 +133,11 @@ def _resolve(base: Path, value) -> str | None:
     text = str(value).strip()
     if not text:
         return None
-    path = Path(text)
-    return str(path if path.is_absolute() else (base / path).resolve())
+    path = Path(text) if Path(text).is_absolute() else base / text
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop: keep the path, validation reports it for this patient
+        return os.path.abspath(path)
 
 
 def _status(value) -> int | str:
@@ -182,14 +194,17 @@ def read_datalist(path: str | os.PathLike, data_list_key: str = "training", sequ
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CohortError(path, [CohortIssue("-", str(path), f"cannot read datalist JSON: {exc}")]) from exc
-    if data_list_key not in data or not isinstance(data[data_list_key], list):
-        raise CohortError(path, [CohortIssue("-", str(path), f"no list under key {data_list_key!r}")])
-    modality = data.get("modality") or {}
+    if not isinstance(data, dict) or not isinstance(data.get(data_list_key), list):
+        found = f"a JSON {type(data).__name__}" if not isinstance(data, dict) else f"keys {sorted(data)[:10]}"
+        raise CohortError(path, [CohortIssue("-", str(path), f"not a datalist: expected a JSON object with a list "
+                                                             f"under key {data_list_key!r}, found {found}")])
+    modality = data.get("modality") if isinstance(data.get("modality"), dict) else {}
     default_seq = sequence
     if default_seq is None and len(modality) == 1:
         default_seq = _DECATHLON_MODALITY.get(str(next(iter(modality.values()))).strip().lower())
     cases = []
     for index, item in enumerate(data[data_list_key]):
+        _check_datalist_item(path, index, item, data_list_key)
         item = {"image": item} if isinstance(item, str) else dict(item)
         if "image" in item:
             seq = item.pop("sequence", default_seq)
@@ -207,6 +222,21 @@ def read_datalist(path: str | os.PathLike, data_list_key: str = "training", sequ
         item.setdefault("patient_id", f"case_{index:04d}")
         cases.append(_patient(path.parent, item))
     return cases
+
+
+def _check_datalist_item(path: Path, index: int, item, key: str) -> None:
+    """A datalist item is a path string or an object whose file entries are strings (or null labels)."""
+    where = f"item {index} of {key!r}"
+    if isinstance(item, str):
+        return
+    if not isinstance(item, dict):
+        raise CohortError(path, [CohortIssue("-", str(path), f"{where} is a JSON {type(item).__name__}, "
+                                                             "expected an object or an image path")])
+    for name, value in item.items():
+        is_file_key = name in ("image", "label") or name in SEQUENCES or name.startswith("label_")
+        if is_file_key and not (value is None or isinstance(value, (str, list))):
+            raise CohortError(path, [CohortIssue(str(item.get("patient_id", index)), str(path),
+                                                 f"{where}: {name!r} must be a file path, got {value!r}")])
 
 
 def read_brats_folder(path: str | os.PathLike, center: str = "brats2021") -> list[dict]:
@@ -242,14 +272,22 @@ def nifti_stem(file: str) -> str:
 # ----------------------------------------------------------------------------- validation
 
 
-def _load_nifti(file: str, read_data: bool) -> tuple[nib.Nifti1Image | None, np.ndarray | None, str | None]:
-    if not os.path.exists(file):
-        return None, None, "file does not exist"
+def _load_image(file: str, read_data: bool) -> tuple[nib.Nifti1Image | None, np.ndarray | None, str | None]:
+    """A NIfTI file or DICOM series folder: (image, data or None, problem or None)."""
     try:
-        img = nib.load(file)
+        os.stat(file)
+    except FileNotFoundError:
+        return None, None, "file does not exist"
+    except OSError as exc:  # e.g. a symlink loop (ELOOP), a permission problem
+        return None, None, f"cannot access the file ({exc.strerror or type(exc).__name__})"
+    kind = "DICOM series" if os.path.isdir(file) else "NIfTI"
+    try:
+        img = load_image(file)
         data = np.asanyarray(img.dataobj) if read_data else None
+    except ImageReadError as exc:
+        return None, None, str(exc).removeprefix(f"{file}: ")
     except Exception as exc:  # nibabel raises many types for corrupt files
-        return None, None, f"unreadable NIfTI ({type(exc).__name__}: {exc})"
+        return None, None, f"unreadable {kind} ({type(exc).__name__}: {exc})"
     return img, data, None
 
 
@@ -260,7 +298,7 @@ def _validate_sequence(case: dict, seq: str, read_data: bool) -> list[CohortIssu
         if label_file is not None:
             issues.append(CohortIssue(pid, label_file, f"label given but no {seq} image", seq))
         return issues
-    image, image_data, error = _load_nifti(image_file, read_data)
+    image, image_data, error = _load_image(image_file, read_data)
     if error:
         return [CohortIssue(pid, image_file, error, seq)]
     if len(image.shape) != 3:
@@ -269,7 +307,7 @@ def _validate_sequence(case: dict, seq: str, read_data: bool) -> list[CohortIssu
         issues.append(CohortIssue(pid, image_file, "image contains NaN or infinite values", seq))
     if label_file is None:
         return issues
-    label, label_data, error = _load_nifti(label_file, True)
+    label, label_data, error = _load_image(label_file, True)
     if error:
         return issues + [CohortIssue(pid, label_file, error, seq)]
     if tuple(label.shape) != tuple(image.shape):
@@ -301,7 +339,11 @@ def validate_case(case: dict, read_data: bool = True) -> list[CohortIssue]:
     if all(case.get(seq) is None for seq in SEQUENCES):
         issues.append(CohortIssue(pid, "-", "no image for any sequence"))
     for seq in SEQUENCES:
-        issues.extend(_validate_sequence(case, seq, read_data))
+        try:
+            issues.extend(_validate_sequence(case, seq, read_data))
+        except Exception as exc:  # an OS error (or anything else) in one patient's files must not stop the cohort
+            file = case.get(seq) or case.get(f"label_{seq}") or "-"
+            issues.append(CohortIssue(pid or "-", file, f"cannot check this file ({type(exc).__name__}: {exc})", seq))
     return issues
 
 
