@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.commands import COMMANDS
+from pipeline.cpu_threads import configure_process_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_process_threads()  # before any command imports torch: threads from the usable CPUs, no spinning
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:

@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: BUNDLE/models/model_<sequence>.pt, else .ts)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="redo patients whose mask already exists")
+    p.add_argument("--runtime", choices=("auto", "onnx", "torch"), default="auto",
+                   help="auto (default): ONNX Runtime when the bundle has a current models/model_<sequence>.onnx "
+                        "and can run it on the device (CPU; CUDA needs onnxruntime-gpu), else PyTorch")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override ids of the bundle's inference.json, e.g. --set features=[4,8,16] spatial_size=32")
     p.set_defaults(func=run)
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.inference import CohortSegmenter, load_segmentation_model, parse_overrides
 
     model = load_segmentation_model(args.bundle, args.sequence, model_file=args.model, device=args.device,
-                                    overrides=parse_overrides(args.overrides))
+                                    overrides=parse_overrides(args.overrides), runtime=args.runtime)
     logging.getLogger(__name__).info("model: %s", model.describe())
     report = CohortSegmenter(model, args.out, overwrite=args.overwrite).run(args.cohort)
     print(report.summary())

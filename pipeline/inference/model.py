@@ -10,6 +10,11 @@ preprocessing, the ``SliceInferer`` and the threshold are the bundle's. The weig
 * otherwise the config's ``model_file`` (``BUNDLE/models/model_<sequence>.pt``), and if that does
   not exist ``BUNDLE/models/model_<sequence>.ts``.
 
+``runtime`` (``auto`` by default): ONNX Runtime runs the export ``model_<sequence>.onnx`` beside the
+``.pt`` when it is current and ONNX Runtime can run on the device (CPU; CUDA only with
+``onnxruntime-gpu``), PyTorch otherwise; ``onnx`` and ``torch`` force one
+(:mod:`pipeline.inference.runtime_choice`). An ``.onnx`` ``model_file`` runs with ONNX Runtime.
+
 :meth:`SegmentationModel.segment` maps the predicted mask back onto the input's exact grid with the
 shared postprocessing (``transforms.build_postprocessing``: sigmoid, ``Invertd``, threshold).
 
@@ -51,6 +56,8 @@ from monai.inferers import Inferer, SliceInferer
 from monai.transforms import Compose
 
 from pipeline.data.cohort import SEQUENCES
+from pipeline.inference.onnx_runtime import OnnxNetwork
+from pipeline.inference.runtime_choice import choose_onnx_file
 from transforms import build_postprocessing
 
 __all__ = [
@@ -68,7 +75,8 @@ INFERENCE_CONFIG = Path("configs") / "inference.json"
 RESERVED_OVERRIDES = {"bundle_root": "--bundle", "sequence": "--sequence", "model_file": "--model",
                       "device": "--device"}
 """Config keys that have their own argument; overriding them with ``key=value`` is refused."""
-ModelKind = Literal["pytorch", "torchscript"]
+ModelKind = Literal["pytorch", "torchscript", "onnx"]
+KIND_NAMES = {"pytorch": "PyTorch state dict", "torchscript": "TorchScript", "onnx": "ONNX Runtime"}
 
 
 @dataclass
@@ -157,8 +165,7 @@ class SegmentationModel:
         return self.predict(self.preprocess(image_file))
 
     def describe(self) -> str:
-        return f"{self.model_file} ({'TorchScript' if self.kind == 'torchscript' else 'PyTorch state dict'}, " \
-               f"{self.sequence}, {self.device})"
+        return f"{self.model_file} ({KIND_NAMES[self.kind]}, {self.sequence}, {self.device})"
 
 
 def parse_overrides(items: Iterable[str] | None) -> dict[str, Any]:
@@ -247,12 +254,14 @@ def load_segmentation_model(
     model_file: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     overrides: Mapping[str, Any] | None = None,
+    runtime: str = "auto",
     **speed_options: Any,
 ) -> SegmentationModel:
     """Build a :class:`SegmentationModel` from ``BUNDLE/configs/inference.json`` (see the module docstring).
 
     ``overrides`` set config ids as ``monai.bundle run --key value`` would (e.g. ``{"features": [4, 8, 16],
     "spatial_size": 32}``); unknown ids and the ids in :data:`RESERVED_OVERRIDES` are refused.
+    ``runtime``: ``auto``, ``onnx`` or ``torch`` (see the module docstring).
     ``speed_options`` set the :class:`SegmentationModel` speed fields (``fast_slices``, ``slice_batch_size``,
     ``skip_empty_slices``, ``empty_slice_threshold``, ``channels_last``, ``bf16``); ``slice_batch_size``
     defaults to 1 on CPU and to the config's ``sw_batch_size`` on CUDA.
@@ -283,8 +292,13 @@ def load_segmentation_model(
     default = parser.get_parsed_content("model_file") if "model_file" in parser else None
     path = resolve_model_file(bundle, sequence, model_file, default)
 
-    if is_torchscript_file(path):
-        kind: ModelKind = "torchscript"
+    torchscript = path.suffix != ".onnx" and is_torchscript_file(path)
+    onnx_file = choose_onnx_file(runtime, path, parser, dev, torchscript=torchscript)
+    if onnx_file is not None:
+        kind: ModelKind = "onnx"
+        path, network = onnx_file, OnnxNetwork(onnx_file, dev)
+    elif torchscript:
+        kind = "torchscript"
         try:
             network = torch.jit.load(str(path), map_location=dev)
         except Exception as exc:
