@@ -50,7 +50,7 @@ def test_train_writes_checkpoint_and_best_model(trained: Path):
     assert (run / "checkpoint_epoch=2.pt").exists() and (run / "model.pt").exists()
     ckpt = torch.load(run / "checkpoint_epoch=2.pt", weights_only=True)
     assert set(ckpt) == {"generator", "discriminator", "g_optimizer", "d_optimizer", "g_lr_scheduler",
-                         "d_lr_scheduler", "trainer"}
+                         "d_lr_scheduler", "best_model", "trainer"}
     assert ckpt["trainer"]["iteration"] == 2 * ckpt["trainer"]["epoch_length"]
     assert list(run.glob("events.out.tfevents*")), "TensorBoard logs missing"
 
