@@ -132,3 +132,30 @@ def test_without_an_export_auto_is_pytorch_and_forced_onnx_says_how_to_make_one(
     assert load_segmentation_model(bundle, "t2", device="cpu").kind == "pytorch"
     with pytest.raises(ValueError, match="python -m pipeline.inference.onnx_export"):
         load_segmentation_model(bundle, "t2", device="cpu", runtime="onnx")
+
+
+def _onnx_rows(bundle: Path) -> dict[str, tuple[str, str]]:
+    from pipeline.bundle_sharing import verify_bundle
+
+    return {c.name: (c.status, c.detail) for c in verify_bundle(bundle).checks if "ONNX" in c.name}
+
+
+def test_bundle_verify_checks_onnx_against_pytorch(onnx_bundle: Path, tiny_cohort: Path, tmp_path: Path):
+    from pipeline.inference.onnx_export import export_onnx, source_metadata
+
+    status, detail = _onnx_rows(onnx_bundle)["model t2: ONNX vs PyTorch"]
+    assert status == "PASS" and "mask pixels differ" in detail, detail
+    # an export of other weights that claims to be of these: the numbers catch it
+    bundle = tmp_path / "forged"
+    shutil.copytree(onnx_bundle, bundle)
+    pt = bundle / "models" / "model_t2.pt"
+    meta = source_metadata(pt, {"variant": "MSCG", "features": FEATURES}, 32)
+    export_onnx(_tiny_generator(tiny_cohort.parent, seed=1), bundle / "models" / "model_t2.onnx", 32, metadata=meta)
+    status, detail = _onnx_rows(bundle)["model t2: ONNX vs PyTorch"]
+    assert status == "FAIL" and "max |logit diff|" in detail, detail
+    # new weights without a re-export: stale
+    torch.save(_tiny_generator(tiny_cohort.parent, seed=2).state_dict(), pt)
+    status, detail = _onnx_rows(bundle)["model t2: ONNX vs PyTorch"]
+    assert status == "FAIL" and "exported from other weights" in detail, detail
+    (bundle / "models" / "model_t2.onnx").unlink()
+    assert _onnx_rows(bundle)["model t2: ONNX"][0] == "NOTE"

@@ -29,6 +29,7 @@ from pipeline.bundle_sharing.checksums import compare_checksums, parse_checksums
 from pipeline.bundle_sharing.layout import CHECKSUMS_FILE, MANIFEST_FILE, bundle_files, find_models
 from pipeline.bundle_sharing.metadata_checks import check_metadata
 from pipeline.bundle_sharing.model_checks import IOSpec, check_in_out, compare_outputs
+from pipeline.bundle_sharing.onnx_check import check_onnx_models
 from pipeline.bundle_sharing.report import VerifyReport
 
 __all__ = ["verify_bundle"]
@@ -140,6 +141,7 @@ def _verify_folder(root: Path, report: VerifyReport, require_checksums: bool, n:
                                                  label=f"model {name}: TorchScript vs PyTorch"))
         elif files.pytorch is None:
             report.add(f"model {name}: TorchScript vs PyTorch", "NOTE", "TorchScript only; nothing to compare with")
+    report.extend(check_onnx_models(root, threshold=threshold, atol=atol))
 
 
 def _relative(text: str, root: Path) -> str:
