@@ -5,8 +5,8 @@ Per patient, one of four outcomes (``segment_report.csv`` in the output folder):
 * ``done``: segmented; ``<patient_id>_<sequence>_seg.nii.gz`` written atomically (temp file in the
   same folder, then ``os.replace``), uint8, on the input's shape and affine with its header
   (qform/sform codes, units, pixdim) and no intensity scaling;
-* ``reused``: the output already exists and is a readable NIfTI of the input's shape (resume);
-  ``overwrite=True`` redoes it. ``segment_model_<sequence>.json`` records which weights (SHA-256)
+* ``reused``: the output already exists and is a binary (0/1) integer NIfTI on the input's shape and
+  affine (resume; any other file there is redone, the reason says why); ``overwrite=True`` redoes it. ``segment_model_<sequence>.json`` records which weights (SHA-256)
   and threshold made the masks of a folder; resuming with different ones is refused (a folder
   never mixes two models' masks) unless ``overwrite=True``;
 * ``skipped``: the input cannot be used: a cohort problem found by ``load_cohort`` (missing or
@@ -14,16 +14,25 @@ Per patient, one of four outcomes (``segment_report.csv`` in the output folder):
   values (as ``check-cohort`` reports them), or an image that fails to load or preprocess (truncated data);
 * ``failed``: inference or writing failed for that patient (the run goes on).
 
-The report is rewritten (atomically) after every patient, so an interrupted run leaves one.
+The report is rewritten (atomically) after every patient, so an interrupted run leaves one; it has a
+``sequence`` column, and the rows of the other sequences segmented into the same folder are kept.
+
+The output folder (:mod:`pipeline.inference.output_folder`) must not hold the cohort's images or
+reference labels, nor files ``dmg segment`` does not write; it is checked writable before any work,
+and locked for the run. A DICOM series input is converted to a temporary NIfTI for the model; its
+mask is a NIfTI on the series' grid. A full disk or read-only folder while writing stops the run
+(:class:`OutputWriteError`); atomic writes leave nothing half-written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import os
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -33,18 +42,25 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from pipeline.data.cohort import AFFINE_TOLERANCE_MM, Cohort, CohortIssue, load_cohort
+from evaluation.atomic_io import check_writable_folder
+from evaluation.image_io import is_dicom_series, load_image
+from pipeline.data.cohort import AFFINE_TOLERANCE_MM, SEQUENCES, Cohort, CohortIssue, load_cohort
 from pipeline.data.writers import atomic_write_text, save_nifti_gz
 from pipeline.inference.model import SegmentationModel
+from pipeline.inference.output_folder import OutputFolderLock, check_output_folder
 
-__all__ = ["CaseResult", "CohortSegmenter", "REPORT_NAME", "STATUSES", "SegmentationReport", "mask_image_like",
-           "prediction_path"]
+__all__ = ["CaseResult", "CohortSegmenter", "OutputWriteError", "REPORT_NAME", "STATUSES", "SegmentationReport",
+           "mask_image_like", "prediction_path"]
 
 REPORT_NAME = "segment_report.csv"
 MODEL_RECORD = "segment_model_{sequence}.json"
 STATUSES = ("done", "reused", "skipped", "failed")
-REPORT_COLUMNS = ("patient_id", "status", "reason", "seconds", "image", "output")
+REPORT_COLUMNS = ("patient_id", "sequence", "status", "reason", "seconds", "image", "output")
 logger = logging.getLogger(__name__)
+
+
+class OutputWriteError(OSError):
+    """Writing into the output folder failed (disk full, read-only, ...): the run stops."""
 
 
 @dataclass
@@ -67,6 +83,7 @@ class SegmentationReport:
     output_dir: Path
     results: list[CaseResult] = field(default_factory=list)
     seconds: float = 0.0
+    other_rows: list[dict] = field(default_factory=list)  # rows of other sequences already in the report
 
     @property
     def counts(self) -> Counter:
@@ -95,9 +112,26 @@ class SegmentationReport:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, lineterminator="\n")
         writer.writeheader()
+        writer.writerows(self.other_rows)
         for result in self.results:
-            writer.writerow({**asdict(result), "seconds": f"{result.seconds:.3f}"})
+            writer.writerow({**asdict(result), "sequence": self.sequence, "seconds": f"{result.seconds:.3f}"})
         return atomic_write_text(self.report_file, buffer.getvalue())
+
+    def keep_other_sequences(self) -> None:
+        """Keep the rows of other sequences from an existing report (older reports: sequence from the output name)."""
+        try:
+            with open(self.report_file, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except FileNotFoundError:
+            return
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise ValueError(f"{self.report_file}: unreadable report ({exc}); delete it or choose another --out") \
+                from exc
+        for row in rows:
+            sequence = row.get("sequence") or next(
+                (s for s in SEQUENCES if str(row.get("output", "")).endswith(f"_{s}_seg.nii.gz")), "")
+            if sequence and sequence != self.sequence:
+                self.other_rows.append({k: row.get(k, "") for k in REPORT_COLUMNS} | {"sequence": sequence})
 
 
 def prediction_path(output_dir: str | os.PathLike, patient_id: str, sequence: str) -> Path:
@@ -138,15 +172,37 @@ def _reason(exc: BaseException) -> str:
     return f"{type(root).__name__}: {text[:300]}" if text else type(root).__name__
 
 
-def _readable_mask(path: Path, shape: tuple[int, ...]) -> bool:
-    if not path.is_file():
-        return False
+def _reuse_problem(path: Path, reference: nib.spatialimages.SpatialImage) -> str | None:
+    """Why the existing ``path`` is not a mask of ``reference`` to resume with (None: reuse it)."""
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
-    except Exception:  # nibabel raises many types for a broken file
-        return False
-    return tuple(data.shape) == tuple(shape)
+    except Exception as exc:  # nibabel raises many types for a broken file
+        return f"unreadable ({type(exc).__name__})"
+    if tuple(data.shape) != tuple(reference.shape):
+        return f"shape {tuple(data.shape)}, not the input's {tuple(reference.shape)}"
+    if not np.allclose(img.affine, reference.affine, atol=AFFINE_TOLERANCE_MM):
+        return "an affine other than the input's"
+    if data.dtype.kind not in "uib" or not np.isin(data, (0, 1)).all():
+        return f"not a binary mask ({data.dtype}, values other than 0/1)" if data.dtype.kind in "uib" \
+            else f"not a binary mask ({data.dtype} data)"
+    return None
+
+
+def _cohort_files(cohort: Cohort) -> list[str]:
+    return [case[key] for case in cohort.cases for seq in SEQUENCES for key in (seq, f"label_{seq}") if case.get(key)]
+
+
+@contextlib.contextmanager
+def _model_input(image_file: str, reference: nib.spatialimages.SpatialImage):
+    """The file the model's preprocessing reads: the NIfTI itself, or a DICOM series as a temporary NIfTI."""
+    if not is_dicom_series(image_file):
+        yield image_file
+        return
+    with tempfile.TemporaryDirectory(prefix="dmg_dicom_") as tmp:
+        path = Path(tmp) / "series.nii.gz"
+        nib.save(reference, str(path))
+        yield str(path)
 
 
 class CohortSegmenter:
@@ -178,9 +234,16 @@ class CohortSegmenter:
         if not isinstance(cohort, Cohort):
             cohort = load_cohort(cohort, strict=False, read_data=False, sequence=self.sequence,
                                  progress=self.progress)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        check_output_folder(self.output_dir, _cohort_files(cohort))
+        check_writable_folder(self.output_dir)
+        with OutputFolderLock(self.output_dir):
+            check_output_folder(self.output_dir, _cohort_files(cohort))  # again, now that no other run writes
+            return self._run_locked(cohort)
+
+    def _run_locked(self, cohort: Cohort) -> SegmentationReport:
         self.check_model_record()
         report = SegmentationReport(self.sequence, self.output_dir)
+        report.keep_other_sequences()
         start = time.perf_counter()
         bar = tqdm(cohort.cases, desc=f"segmenting {self.sequence}", unit="patient", disable=not self.progress)
         try:
@@ -189,10 +252,17 @@ class CohortSegmenter:
                 report.results.append(self.segment_case(cohort, case))
                 report.seconds = time.perf_counter() - start
                 report.write_csv()
+        except OutputWriteError:
+            bar.close()
+            try:
+                report.write_csv()
+            except OSError:
+                pass  # the disk is full or read-only: the report of the last patient stays
+            raise
         finally:
             bar.close()
-            report.seconds = time.perf_counter() - start
-            report.write_csv()
+        report.seconds = time.perf_counter() - start
+        report.write_csv()
         return report
 
     def model_record(self) -> dict:
@@ -240,23 +310,31 @@ class CohortSegmenter:
         if image_file is None:
             return finish("skipped", f"no {self.sequence} image in the cohort")
         try:
-            reference = nib.load(image_file)
-            shape = tuple(reference.shape)
+            reference = load_image(image_file)
         except Exception as exc:
             return finish("skipped", f"unreadable image ({_reason(exc)})")
-        if not self.overwrite and _readable_mask(output, shape):
-            return finish("reused")
+        redo = ""
+        if not self.overwrite and output.exists():
+            problem = _reuse_problem(output, reference)
+            if problem is None:
+                return finish("reused")
+            redo = f"redone: the existing mask was {problem}"
         try:
             if reference.get_data_dtype().kind == "f" and not np.isfinite(np.asanyarray(reference.dataobj)).all():
                 return finish("skipped", "image contains NaN or infinite values")
-            data = self.model.preprocess(image_file, patient_id=pid)
+            with _model_input(image_file, reference) as model_input:
+                data = self.model.preprocess(model_input, patient_id=pid)
         except Exception as exc:
             return finish("skipped", f"cannot read or preprocess the image ({_reason(exc)})")
         try:
             mask, affine = self.model.predict(data)
             if affine is not None and not np.allclose(affine, reference.affine, atol=AFFINE_TOLERANCE_MM):
                 raise ValueError("the inverted prediction's affine differs from the input's")
-            save_nifti_gz(output, mask_image_like(mask, reference))
+            image = mask_image_like(mask, reference)
         except Exception as exc:
             return finish("failed", _reason(exc))
-        return finish("done")
+        try:
+            save_nifti_gz(output, image)
+        except OSError as exc:  # disk full, read-only: every other patient would fail the same way
+            raise OutputWriteError(exc.errno, exc.strerror, str(output)) from exc
+        return finish("done", redo)
