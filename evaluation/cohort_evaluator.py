@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -74,6 +75,19 @@ def _failed(row: dict[str, Any], kind: str, file: str | None, reason: str) -> di
     return row
 
 
+def _file_problem(path: str | None) -> str | None:
+    """Why ``path`` is not a readable file (None when it is): missing, or an OS error such as a symlink loop."""
+    if not path:
+        return "not given"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be accessed ({exc.strerror or type(exc).__name__})"
+    return None if stat.S_ISREG(st.st_mode) else "is not a file"
+
+
 def _load_error(what: str, path: str, exc: Exception) -> str:
     text = str(exc)
     if path not in text:
@@ -87,11 +101,10 @@ def evaluate_case(case: EvaluationCase, policy: EmptyCasePolicy = BRATS_POLICY,
     row = _base_row(case)
     if case.failure is not None:
         return _failed(row, case.failure, case.failed_file, case.reason or case.failure)
-    if not case.pred_path or not os.path.isfile(case.pred_path):
-        return _failed(row, "missing_prediction", case.pred_path,
-                       f"prediction file does not exist: {case.pred_path}")
-    if not case.ref_path or not os.path.isfile(case.ref_path):
-        return _failed(row, "missing_reference", case.ref_path, f"reference file does not exist: {case.ref_path}")
+    for kind, what, path in (("prediction", "prediction", case.pred_path), ("reference", "reference", case.ref_path)):
+        problem = _file_problem(path)
+        if problem is not None:
+            return _failed(row, f"missing_{kind}", path, f"{what} file {problem}: {path}")
     # label classes (1,) mean a binary mask: read it strictly, so a stray value 2 is an error, not background
     classes = None if case.ref_label_classes in (None, (1,)) else case.ref_label_classes
     try:

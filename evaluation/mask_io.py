@@ -24,6 +24,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from evaluation.image_io import check_nifti_size
 from evaluation.metrics import compute_case_metrics
 
 __all__ = ["MaskVolume", "spacing_from_nifti", "load_mask", "grid_mismatch", "compute_case_metrics_from_files"]
@@ -80,6 +81,7 @@ def load_mask(path: str | os.PathLike, label_classes: Sequence[int] | None = Non
     """Load a mask as bool with its spacing (mm per array axis) and affine; see the module docstring."""
     path = str(path)
     img = nib.load(path)
+    check_nifti_size(img, path)
     _spatial_ndim(img, path)  # refuses shapes other than 2D, 3D or 3D + singleton 4th axis
     spacing = spacing_from_nifti(img, path)
     data = np.asanyarray(img.dataobj)

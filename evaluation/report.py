@@ -31,6 +31,7 @@ import pandas as pd
 
 from evaluation.atomic_io import atomic_write_bytes, atomic_write_text
 from evaluation.html import PAGE_END, fmt, html_table, img_tag, new_figure, page_start, png_bytes
+from evaluation.image_io import load_image
 from evaluation.mask_io import load_mask
 from evaluation.pairing import FAILURE_KINDS
 from evaluation.summary import METRICS, summary_records
@@ -120,9 +121,9 @@ def _display(volume: np.ndarray, k: int) -> np.ndarray:
 
 def _background(row: Mapping, ref: Any) -> tuple[np.ndarray, str]:
     path = row.get("image_path")
-    if isinstance(path, str) and path and os.path.isfile(path):
+    if isinstance(path, str) and path and os.path.exists(path):
         try:
-            img = nib.load(path)
+            img = load_image(path)  # NIfTI or DICOM series folder
             if tuple(img.shape[:3]) == tuple(ref.array.shape[:3]) and np.allclose(img.affine, ref.affine, atol=1e-3):
                 data = np.asanyarray(img.dataobj).astype(np.float32)
                 return (data[..., 0] if data.ndim == 4 else data), "image"

@@ -95,6 +95,7 @@ def print_summary_table(result, levels: tuple[str, ...] = ("overall", "sequence"
 
 def run(args: argparse.Namespace) -> int:
     from evaluation import CohortEvaluator, EmptyCasePolicy, pair_cohort, pair_folders
+    from evaluation.atomic_io import check_writable_folder
     from pipeline.data.cohort import SEQUENCES, load_cohort
 
     if args.ref is None and args.cohort is None:
@@ -121,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     policy = (EmptyCasePolicy(mode="raw") if args.policy == "raw"
               else EmptyCasePolicy(one_empty_hd95=args.one_empty_hd95))
 
+    check_writable_folder(args.out)  # before computing anything
     sequences = [args.sequence] if args.sequence else list(SEQUENCES)
     cohort = load_cohort(args.cohort, strict=False, read_data=False, progress=False) if args.cohort else None
     inputs = {"predictions": str(Path(args.pred).resolve())}
