@@ -41,6 +41,7 @@ ship)
     python -m monai.bundle ckpt_export network_def --filepath "models/model_${seq}.ts" \
         --ckpt_file "models/model_${seq}.pt" --meta_file configs/metadata.json \
         --config_file configs/inference.json
+    python -m pipeline.inference.onnx_export . --name "$seq"  # models/model_${seq}.onnx for dmg segment on CPU
     ;;
 evaluate)
     seq=${2:?sequence}; variant=${3:-MSCG}; run="$RUNS/${4:-${seq}_${variant}}"
