@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -33,25 +34,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _weights_only_refusal(exc: BaseException) -> str | None:
-    """torch.load(weights_only=True)'s refusal, as its cause only (torch's text advises weights_only=False)."""
-    cause = exc
-    while cause is not None:
-        text = str(cause)
-        if "Weights only load failed" in text:
-            lines = [ln.strip() for ln in text.splitlines() if "WeightsUnpickler error:" in ln]
-            reason = lines[0].split("WeightsUnpickler error:", 1)[1].strip() if lines else "unsupported content"
-            reason = reason.split(" Please use `torch.serialization", 1)[0].strip()
-            return f"refused by torch.load(weights_only=True), which loads tensors only: {reason}"
+    """Why torch.load(weights_only=True) refused a file: the cause only, without torch's advice to set
+    weights_only=False (never right for a file from elsewhere)."""
+    chain, cause = [], exc
+    while cause is not None and len(chain) < 10:
+        chain.append(str(cause))
         cause = cause.__cause__ or cause.__context__
-    return None
+    texts = [t for t in chain if "Weights only load failed" in t]
+    if not texts:
+        return None
+    found = re.search(r"WeightsUnpickler error:(.*?)(Check the documentation|$)", texts[-1], re.S)  # torch's own
+    reason = " ".join(found.group(1).split()) if found else ""
+    reason = reason.split(" Please use `torch.serialization", 1)[0].rstrip(" .")
+    return "torch.load(weights_only=True) refused it" + (f": {reason}" if reason else "")
 
 
 def error_line(exc: BaseException) -> str:
     """One line that names the file and the problem of ``exc``."""
     refusal = _weights_only_refusal(exc)
     if refusal is not None:
-        head = str(exc).split(": cannot load the weights", 1)[0] if ": cannot load the weights" in str(exc) else ""
-        return f"{head}: {refusal}" if head else refusal
+        text = str(exc)
+        head = text.split(" (", 1)[0] if ": cannot load the weights" in text else "cannot load the weights"
+        return f"{head}: {refusal}"
     if isinstance(exc, OSError) and exc.strerror:
         text = (f"{exc.filename}: " if exc.filename else "") + exc.strerror
         hint = _OS_HINTS.get(exc.errno or -1)

@@ -300,3 +300,213 @@ def test_parse_overrides():
         "inferer#sw_batch_size": 4}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_overrides(["features"])
+
+
+# ----------------------------------------------------------------------------- output folder: refusal, lock, resume
+
+
+class NotATensor:
+    """A pickled class: torch.load(weights_only=True) refuses it."""
+
+
+def _error_lines(stderr: str) -> list[str]:
+    """The CLI's error lines (stderr also carries progress bars)."""
+    return [line for line in stderr.splitlines() if line.startswith("dmg ")]
+
+
+def test_refuses_the_cohorts_label_folder_even_with_overwrite(bundle: Path, tiny_cohort: Path, tmp_path: Path, capsys):
+    manifest = _copy_cohort(tiny_cohort, tmp_path / "cohort")
+    labels = manifest.parent / "labels"
+    before = {p.name: p.read_bytes() for p in labels.iterdir()}
+    for extra in ((), ("--overwrite",)):
+        assert _segment(bundle, manifest, labels, *extra) == 2
+        err = capsys.readouterr().err
+        assert "holds the cohort's own input images or reference labels" in _error_lines(err)[0], err
+        assert {p.name: p.read_bytes() for p in labels.iterdir()} == before  # ground truth untouched
+    assert _segment(bundle, manifest, manifest.parent) == 2  # the cohort folder holds them too (below it)
+
+
+def test_refuses_a_folder_with_files_it_did_not_write(bundle: Path, tiny_cohort: Path, tmp_path: Path, capsys):
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert _segment(bundle, tiny_cohort, out) == 2
+    assert "holds files dmg segment did not write (notes.txt)" in capsys.readouterr().err
+    (out / "notes.txt").unlink()
+    # masks named like predictions but from no recorded dmg segment run (e.g. copied references)
+    shutil.copy(tiny_cohort.parent / "labels" / "tiny_00_t2_seg.nii.gz", out)
+    assert _segment(bundle, tiny_cohort, out, "--overwrite") == 2
+    assert "tiny_00_t2_seg.nii.gz" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["tiny_00_t2_seg.nii.gz"]
+
+
+def test_resume_redoes_masks_with_another_affine_or_non_binary_values(pytorch_run, bundle: Path, tiny_cohort: Path,
+                                                                      tmp_path: Path):
+    out = tmp_path / "pred"
+    shutil.copytree(pytorch_run[0], out)
+    good = _masks(pytorch_run[0])
+    shifted = nib.load(out / "tiny_01_t2_seg.nii.gz")
+    affine = shifted.affine.copy()
+    affine[0, 3] += 3.0
+    nib.save(nib.Nifti1Image(np.full(shifted.shape, 0.7, np.float32), affine), str(out / "tiny_01_t2_seg.nii.gz"))
+    ref = nib.load(out / "tiny_02_t2_seg.nii.gz")
+    nib.save(nib.Nifti1Image(np.full(ref.shape, 2, np.uint8), ref.affine), str(out / "tiny_02_t2_seg.nii.gz"))
+    assert _segment(bundle, tiny_cohort, out) == 0
+    report = _report(out)
+    assert report.status["tiny_01"] == "done" and "affine other than the input's" in report.reason["tiny_01"]
+    assert report.status["tiny_02"] == "done" and "not a binary mask" in report.reason["tiny_02"]
+    assert (report.status == "reused").sum() == 6
+    for name in ("tiny_01_t2_seg.nii.gz", "tiny_02_t2_seg.nii.gz"):
+        np.testing.assert_array_equal(_masks(out)[name], good[name])
+        np.testing.assert_allclose(nib.load(out / name).affine, nib.load(pytorch_run[0] / name).affine)
+
+
+def test_a_second_run_is_refused_with_the_holder_and_a_dead_runs_lock_is_taken_over(
+        pytorch_run, bundle: Path, tiny_cohort: Path, tmp_path: Path, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    from pipeline.inference.output_folder import LOCK_NAME
+
+    out = tmp_path / "pred"
+    shutil.copytree(pytorch_run[0], out)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        holder = {"pid": live.pid, "host": socket.gethostname(), "started": "2026-01-02 03:04:05 UTC",
+                  "command": "dmg segment ..."}
+        (out / LOCK_NAME).write_text(json.dumps(holder))
+        before = (out / "segment_report.csv").read_bytes()
+        assert _segment(bundle, tiny_cohort, out, "--overwrite") == 2
+        err = capsys.readouterr().err
+        assert f"in use by another dmg segment run (pid {live.pid} on host {socket.gethostname()}, " \
+               "started 2026-01-02 03:04:05 UTC" in err, err
+        assert (out / "segment_report.csv").read_bytes() == before
+    finally:
+        live.kill()
+        live.wait()
+    # the holder is dead now: its lock is stale and taken over; ours is removed at the end
+    assert _segment(bundle, tiny_cohort, out) == 0
+    assert not (out / LOCK_NAME).exists()
+    assert set(_report(out).status) == {"reused"}
+
+
+def test_lock_is_exclusive_between_two_holders(tmp_path: Path):
+    from pipeline.inference.output_folder import FolderInUseError, OutputFolderLock
+
+    with OutputFolderLock(tmp_path) as first:
+        with pytest.raises(FolderInUseError, match=f"pid {os.getpid()}"):
+            OutputFolderLock(tmp_path).acquire()
+        assert first.held
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_keeps_the_rows_of_other_sequences(pytorch_run, bundle: Path, tiny_cohort: Path, tmp_path: Path):
+    out = tmp_path / "pred"
+    shutil.copytree(pytorch_run[0], out)
+    model = str(bundle / "models" / "model_t2.pt")
+    assert _segment(bundle, tiny_cohort, out, "--model", model, sequence="flair") == 1  # no flair images
+    table = pd.read_csv(out / "segment_report.csv", keep_default_na=False)
+    assert list(table.columns[:3]) == ["patient_id", "sequence", "status"]
+    assert table.groupby("sequence").status.apply(set).to_dict() == {"t2": {"done"}, "flair": {"skipped"}}
+    assert _segment(bundle, tiny_cohort, out) == 0
+    table = pd.read_csv(out / "segment_report.csv", keep_default_na=False)
+    assert table.groupby("sequence").status.apply(set).to_dict() == {"t2": {"reused"}, "flair": {"skipped"}}
+    assert len(table) == 16
+
+
+# ----------------------------------------------------------------------------- faults: one line, nothing half-written
+
+
+def test_disk_full_while_writing_a_mask_stops_in_one_line(bundle: Path, tiny_cohort: Path, tmp_path: Path,
+                                                          monkeypatch, capsys):
+    import errno
+
+    from pipeline.inference import segmenter
+
+    real = segmenter.save_nifti_gz
+    written = []
+
+    def fill_up(path, img):
+        if len(written) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a full disk raises it from write()
+        written.append(path)
+        return real(path, img)
+
+    monkeypatch.setattr(segmenter, "save_nifti_gz", fill_up)
+    out = tmp_path / "pred"
+    assert _segment(bundle, tiny_cohort, out) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "tiny_03_t2_seg.nii.gz: No space left on device (disk full)" in _error_lines(err)[0]
+    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["tiny_00_t2_seg.nii.gz", "tiny_01_t2_seg.nii.gz",
+                                                                "tiny_02_t2_seg.nii.gz"]
+    _assert_no_temp_files(out)
+    assert list(_report(out).status) == ["done"] * 3
+
+
+def test_read_only_output_folder_is_reported_before_any_work(bundle: Path, tiny_cohort: Path, tmp_path: Path,
+                                                              monkeypatch, capsys):
+    import errno
+    import tempfile
+
+    out = tmp_path / "pred"
+    out.mkdir()
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == out:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(Path(dir) / ".x.tmp"))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    called = []
+    monkeypatch.setattr(SegmentationModel, "preprocess", lambda *a, **k: called.append(1))
+    assert _segment(bundle, tiny_cohort, out) == 2
+    err = capsys.readouterr().err
+    assert f"dmg segment: error: {out}: Read-only file system (output folder not writable)" in err
+    assert not called and list(out.iterdir()) == []
+
+
+def test_weights_refused_by_weights_only_give_the_cause_without_torchs_advice(bundle: Path, tiny_cohort: Path,
+                                                                            tmp_path: Path, capsys):
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"state": NotATensor()}, pickled)  # a class weights_only does not allow
+    assert _segment(bundle, tiny_cohort, tmp_path / "pred", "--model", str(pickled)) == 2
+    err = capsys.readouterr().err
+    assert _error_lines(err) == [err.strip()]
+    assert f"{pickled}: cannot load the weights: torch.load(weights_only=True) refused it: " in err
+    assert "Unsupported global: GLOBAL tests.test_segment_command.NotATensor" in err
+    assert "`False`" not in err and "trust" not in err and "add_safe_globals" not in err
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(bundle: Path, tiny_cohort: Path,
+                                                                      tmp_path: Path, monkeypatch, capsys):
+    from pipeline.inference import CohortSegmenter
+
+    def boom(self, cohort):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(CohortSegmenter, "run", boom)
+    assert _segment(bundle, tiny_cohort, tmp_path / "pred") == 2
+    err = capsys.readouterr().err
+    assert err == "dmg segment: error: KeyError: 'surprise'\n"
+    assert main(["--debug", "segment", "--bundle", str(bundle), "--cohort", str(tiny_cohort), "--sequence", "t2",
+                 "--out", str(tmp_path / "pred"), "--device", "cpu", *TINY_SET]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.endswith("dmg segment: error: KeyError: 'surprise'\n")
+
+
+def test_a_symlink_loop_skips_that_patient_only(bundle: Path, tiny_cohort: Path, tmp_path: Path):
+    manifest = _copy_cohort(tiny_cohort, tmp_path / "cohort")
+    images = manifest.parent / "images"
+    os.symlink("loop_b", images / "loop_a")
+    os.symlink("loop_a", images / "loop_b")
+    table = pd.read_csv(manifest)
+    table.loc[table.patient_id == "tiny_03", "t2"] = "images/loop_a/tiny_03_t2.nii.gz"
+    table.to_csv(manifest, index=False)
+    out = tmp_path / "pred"
+    assert _segment(bundle, manifest, out) == 0
+    report = _report(out)
+    assert report.status["tiny_03"] == "skipped" and "symbolic links" in report.reason["tiny_03"]
+    assert (report.status == "done").sum() == 7

@@ -34,6 +34,13 @@ def _inside(path: Path, folder: Path) -> bool:
     return folder == path or folder in path.parents
 
 
+def _real(path: str | os.PathLike) -> Path:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: that patient's problem, reported when it is read
+        return Path(os.path.abspath(path))
+
+
 def _ours(name: str, records: bool) -> bool:
     if name in ("segment_report.csv", LOCK_NAME):
         return True
@@ -46,8 +53,8 @@ def _ours(name: str, records: bool) -> bool:
 
 def check_output_folder(folder: str | os.PathLike, cohort_files: Iterable[str]) -> None:
     """Raise ValueError when ``folder`` holds cohort inputs or files that ``dmg segment`` did not write."""
-    folder = Path(folder).resolve()
-    held = sorted({str(f) for f in cohort_files if f and _inside(Path(f).resolve(), folder)})
+    folder = _real(folder)
+    held = sorted({str(f) for f in cohort_files if f and _inside(_real(f), folder)})
     if held:
         shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
         raise ValueError(f"--out {folder} holds the cohort's own input images or reference labels ({shown}): "
