@@ -47,7 +47,7 @@ ALLOWED_MODULES = ("torch", "monai", "ignite", "numpy", "pipeline", "transforms"
 ALLOWED_CALLABLES = (
     # this project's packages (installed, reviewed code) and the code a bundle carries in scripts/, which
     # :mod:`.carried_code` checks is exactly what this package generates
-    "pipeline.", "transforms.", "evaluation.", "scripts.",
+    "pipeline.", "transforms.", "evaluation.", "scripts.networks.", "scripts.transforms.", "scripts.image_folder.",
     # MONAI building blocks (not monai.bundle, monai.apps downloads or monai.utils' import/instantiate helpers)
     "monai.transforms.", "monai.networks.", "monai.inferers.", "monai.handlers.", "monai.engines.", "monai.data.",
     "monai.losses.", "monai.metrics.", "monai.optimizers.", "monai.utils.set_determinism", "monai.utils.enums.",
@@ -148,14 +148,13 @@ def _imports_of(statement: ast.stmt) -> dict[str, str]:
         for alias in statement.names:
             if not _allowed_module(alias.name):
                 raise _Refused(f"import of module {alias.name!r} is not allowed")
-            if alias.asname:
-                names[alias.asname] = alias.name
-            else:
-                names[alias.name.split(".")[0]] = alias.name.split(".")[0]
+            names[alias.asname or alias.name] = alias.name  # as monai.bundle binds it: "import a.b" -> "a.b"
     else:
         module = statement.module or ""
         if statement.level or not _allowed_module(module):
             raise _Refused(f"import from module {module!r} is not allowed")
+        if len(statement.names) > 1:  # monai.bundle binds only the first name of such a statement
+            raise _Refused("import one name per statement (monai.bundle binds only the first)")
         for alias in statement.names:
             if alias.name == "*":
                 raise _Refused("'import *' is not allowed")

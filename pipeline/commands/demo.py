@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="scanner profile of the demo cohort (default: %(default)s, not used in training)")
     p.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="segmentation bundle (default: the shipped one)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--trust-bundle", action="store_true",
+                   help="run the bundle even if its configs fail the allow-list (they may run arbitrary code)")
     p.add_argument("--workers", type=int, default=2, help="processes for the cohort generation and evaluation")
     p.set_defaults(func=run)
 
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     # load every model first: a bundle without weights fails before minutes of cohort generation
-    models = {seq: load_segmentation_model(args.bundle, seq, device=args.device) for seq in SEQUENCES}
+    models = {seq: load_segmentation_model(args.bundle, seq, device=args.device,
+                                           trust_bundle=args.trust_bundle) for seq in SEQUENCES}
 
     manifest = generate_cohort(out / "cohort", args.patients, centers=[args.center], seed=args.seed, preview=True,
                                workers=args.workers)

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: BUNDLE/models/model_<sequence>.pt, else .ts)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="redo patients whose mask already exists")
+    p.add_argument("--trust-bundle", action="store_true",
+                   help="run the bundle even if its configs fail the allow-list (they may run arbitrary code)")
     p.add_argument("--runtime", choices=("auto", "onnx", "torch"), default="auto",
                    help="auto (default): ONNX Runtime when the bundle has a current models/model_<sequence>.onnx "
                         "and can run it on the device (CPU; CUDA needs onnxruntime-gpu), else PyTorch")
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.inference import CohortSegmenter, load_segmentation_model, parse_overrides
 
     model = load_segmentation_model(args.bundle, args.sequence, model_file=args.model, device=args.device,
-                                    overrides=parse_overrides(args.overrides), runtime=args.runtime)
+                                    overrides=parse_overrides(args.overrides), runtime=args.runtime,
+                                    trust_bundle=args.trust_bundle)
     logging.getLogger(__name__).info("model: %s", model.describe())
     report = CohortSegmenter(model, args.out, overwrite=args.overwrite).run(args.cohort)
     print(report.summary())
