@@ -11,7 +11,7 @@ Under ``torchrun --nproc_per_node=N`` (or across machines with its rendezvous ar
 * :meth:`CohortRanks.on_main`: run a step on rank 0 only (take the folder's lock, write the model
   record, check the folder), the others wait and raise the same error when it fails, so no rank
   hangs on a failed start;
-* :meth:`CohortRanks.gather`: every rank's per-patient rows to rank 0, in cohort order.
+* :meth:`CohortRanks.gather`: every rank's per-patient rows to every rank, in cohort order.
 """
 
 from __future__ import annotations
@@ -87,15 +87,13 @@ class CohortRanks:
         return result
 
     def gather(self, rows: list[T], key: Callable[[T], Any], order: Sequence[Any]) -> list[T]:
-        """Every rank's ``rows`` on rank 0, sorted by ``order`` of ``key(row)``; other ranks get their own rows."""
-        if not self.distributed:
-            return rows
-        gathered: list[list[T]] | None = [[] for _ in range(self.world_size)] if self.is_main else None
-        dist.gather_object(rows, gathered, dst=0)
-        if not self.is_main:
-            return rows
+        """Every rank's ``rows`` on every rank, sorted by the position of ``key(row)`` in ``order``."""
+        parts = [rows]
+        if self.distributed:
+            parts = [[] for _ in range(self.world_size)]
+            dist.all_gather_object(parts, rows)
         position = {k: i for i, k in enumerate(order)}
-        merged = [row for part in gathered or [] for row in part]
+        merged = [row for part in parts for row in part]
         return sorted(merged, key=lambda row: position.get(key(row), len(position)))
 
     def barrier(self) -> None:

@@ -22,6 +22,13 @@ reference labels, nor files ``dmg segment`` does not write; it is checked writab
 and locked for the run. A DICOM series input is converted to a temporary NIfTI for the model; its
 mask is a NIfTI on the series' grid. A full disk or read-only folder while writing stops the run
 (:class:`OutputWriteError`); atomic writes leave nothing half-written.
+
+Stages overlap (:mod:`pipeline.inference.prefetch`, ``overlap=True``): the next patient is loaded and
+preprocessed in a background thread while this one is inferred, and masks are written in another;
+``load_s``, ``infer_s`` and ``write_s`` in the report are each patient's stage times (``seconds`` their
+sum). Under ``torchrun`` (:mod:`pipeline.inference.distributed`) each rank segments its own patients
+and writes their masks; rank 0 checks and locks the folder, records the model and writes the report of
+all patients.
 """
 
 from __future__ import annotations
@@ -46,7 +53,9 @@ from evaluation.atomic_io import check_writable_folder
 from evaluation.image_io import is_dicom_series, load_image
 from pipeline.data.cohort import AFFINE_TOLERANCE_MM, SEQUENCES, Cohort, CohortIssue, load_cohort
 from pipeline.data.writers import atomic_write_text, save_nifti_gz
+from pipeline.inference.distributed import CohortRanks
 from pipeline.inference.model import SegmentationModel
+from pipeline.inference.prefetch import BackgroundWriter, prefetched
 from pipeline.inference.output_folder import OutputFolderLock, check_output_folder
 
 __all__ = ["CaseResult", "CohortSegmenter", "OutputWriteError", "REPORT_NAME", "STATUSES", "SegmentationReport",
@@ -55,7 +64,9 @@ __all__ = ["CaseResult", "CohortSegmenter", "OutputWriteError", "REPORT_NAME", "
 REPORT_NAME = "segment_report.csv"
 MODEL_RECORD = "segment_model_{sequence}.json"
 STATUSES = ("done", "reused", "skipped", "failed")
-REPORT_COLUMNS = ("patient_id", "sequence", "status", "reason", "seconds", "image", "output")
+REPORT_COLUMNS = ("patient_id", "sequence", "status", "reason", "seconds", "load_s", "infer_s", "write_s", "image",
+                  "output")
+STAGE_COLUMNS = ("load_s", "infer_s", "write_s")
 logger = logging.getLogger(__name__)
 
 
@@ -73,6 +84,19 @@ class CaseResult:
     seconds: float = 0.0
     image: str = ""
     output: str = ""
+    load_s: float = 0.0
+    infer_s: float = 0.0
+    write_s: float = 0.0
+
+
+@dataclass
+class PreparedCase:
+    """A patient after the load stage: its result so far and, when it is to be segmented, the model's input."""
+
+    result: CaseResult
+    data: dict | None = None
+    reference: nib.spatialimages.SpatialImage | None = None
+    redo: str = ""
 
 
 @dataclass
@@ -114,7 +138,8 @@ class SegmentationReport:
         writer.writeheader()
         writer.writerows(self.other_rows)
         for result in self.results:
-            writer.writerow({**asdict(result), "sequence": self.sequence, "seconds": f"{result.seconds:.3f}"})
+            writer.writerow({**asdict(result), "sequence": self.sequence, "seconds": f"{result.seconds:.3f}",
+                             **{k: f"{getattr(result, k):.3f}" for k in STAGE_COLUMNS}})
         return atomic_write_text(self.report_file, buffer.getvalue())
 
     def keep_other_sequences(self) -> None:
@@ -209,11 +234,13 @@ class CohortSegmenter:
     """Run a :class:`SegmentationModel` over a cohort, resumably, writing masks and ``segment_report.csv``."""
 
     def __init__(self, model: SegmentationModel, output_dir: str | os.PathLike, overwrite: bool = False,
-                 progress: bool = True) -> None:
+                 progress: bool = True, overlap: bool = True, ranks: CohortRanks | None = None) -> None:
         self.model = model
         self.output_dir = Path(output_dir)
         self.overwrite = overwrite
         self.progress = progress
+        self.overlap = overlap
+        self.ranks = ranks if ranks is not None else CohortRanks.from_environment()
 
     @property
     def sequence(self) -> str:
@@ -234,35 +261,61 @@ class CohortSegmenter:
         if not isinstance(cohort, Cohort):
             cohort = load_cohort(cohort, strict=False, read_data=False, sequence=self.sequence,
                                  progress=self.progress)
-        check_output_folder(self.output_dir, _cohort_files(cohort))
-        check_writable_folder(self.output_dir)
-        with OutputFolderLock(self.output_dir):
-            check_output_folder(self.output_dir, _cohort_files(cohort))  # again, now that no other run writes
+        with contextlib.ExitStack() as stack:
+            def start() -> None:  # rank 0 only under torchrun; the other ranks wait for it
+                check_output_folder(self.output_dir, _cohort_files(cohort))
+                check_writable_folder(self.output_dir)
+                stack.enter_context(OutputFolderLock(self.output_dir))
+                check_output_folder(self.output_dir, _cohort_files(cohort))  # again, now that no other run writes
+                self.check_model_record()
+
+            self.ranks.on_main(start)
             return self._run_locked(cohort)
 
     def _run_locked(self, cohort: Cohort) -> SegmentationReport:
-        self.check_model_record()
+        ranks = self.ranks
         report = SegmentationReport(self.sequence, self.output_dir)
-        report.keep_other_sequences()
+        if ranks.is_main:
+            report.keep_other_sequences()
+        order = [c["patient_id"] for c in cohort.cases]
         start = time.perf_counter()
-        bar = tqdm(cohort.cases, desc=f"segmenting {self.sequence}", unit="patient", disable=not self.progress)
-        try:
-            for case in bar:
-                bar.set_postfix_str(str(case.get("patient_id", "")), refresh=False)
-                report.results.append(self.segment_case(cohort, case))
-                report.seconds = time.perf_counter() - start
+        cases = ranks.shard(cohort.cases)
+        bar = tqdm(total=len(cases), desc=f"segmenting {self.sequence}", unit="patient", disable=not self.progress)
+        writer = BackgroundWriter(enabled=self.overlap)
+
+        def record(results: list[CaseResult]) -> None:
+            report.results.extend(results)
+            bar.update(len(results))
+            report.seconds = time.perf_counter() - start
+            if results and ranks.is_main:
                 report.write_csv()
+
+        try:
+            for case, prepared, _ in prefetched(cases, lambda c: self.prepare_case(cohort, c),
+                                                depth=1 if self.overlap else 0):
+                bar.set_postfix_str(str(case.get("patient_id", "")), refresh=False)
+                image = self.infer_case(prepared)
+                if image is None:
+                    record([prepared.result])
+                else:
+                    writer.submit(self.write_case, prepared, image)
+                record(writer.collect())
+            record(writer.wait())
         except OutputWriteError:
             bar.close()
-            try:
-                report.write_csv()
-            except OSError:
-                pass  # the disk is full or read-only: the report of the last patient stays
+            if ranks.is_main:
+                try:
+                    report.write_csv()
+                except OSError:
+                    pass  # the disk is full or read-only: the report of the last patient stays
             raise
         finally:
+            writer.close()
             bar.close()
+        report.results = ranks.gather(report.results, key=lambda r: r.patient_id, order=order)
         report.seconds = time.perf_counter() - start
-        report.write_csv()
+        if ranks.is_main:
+            report.write_csv()
         return report
 
     def model_record(self) -> dict:
@@ -290,18 +343,32 @@ class CohortSegmenter:
         atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
     def segment_case(self, cohort: Cohort, case: dict) -> CaseResult:
-        """Segment one patient dict of ``cohort`` (never raises for a per-patient problem)."""
+        """Segment one patient dict of ``cohort``, stage after stage (never raises for a per-patient problem)."""
+        prepared = self.prepare_case(cohort, case)
+        image = self.infer_case(prepared)
+        return prepared.result if image is None else self.write_case(prepared, image)
+
+    @staticmethod
+    def _finish(result: CaseResult, status: str, reason: str = "") -> CaseResult:
+        result.status, result.reason = status, reason
+        result.seconds = result.load_s + result.infer_s + result.write_s
+        if status in ("skipped", "failed"):
+            result.output = ""
+            logger.debug("%s %s: %s", status, result.patient_id, reason)
+        return result
+
+    def prepare_case(self, cohort: Cohort, case: dict) -> PreparedCase:
+        """Load stage: checks, resume, load and preprocess; ``data`` is ``None`` when the result is final."""
         start = time.perf_counter()
         pid, image_file = case["patient_id"], case.get(self.sequence)
         output = self.output_path(pid)
         result = CaseResult(pid, "skipped", image=image_file or "", output=str(output))
+        prepared = PreparedCase(result)
 
-        def finish(status: str, reason: str = "") -> CaseResult:
-            result.status, result.reason, result.seconds = status, reason, time.perf_counter() - start
-            if status in ("skipped", "failed"):
-                result.output = ""
-                logger.debug("%s %s: %s", status, pid, reason)
-            return result
+        def finish(status: str, reason: str = "") -> PreparedCase:
+            result.load_s = time.perf_counter() - start
+            self._finish(result, status, reason)
+            return prepared
 
         issues = self.blocking_issues(cohort, case)
         if issues:
@@ -313,28 +380,49 @@ class CohortSegmenter:
             reference = load_image(image_file)
         except Exception as exc:
             return finish("skipped", f"unreadable image ({_reason(exc)})")
-        redo = ""
         if not self.overwrite and output.exists():
             problem = _reuse_problem(output, reference)
             if problem is None:
                 return finish("reused")
-            redo = f"redone: the existing mask was {problem}"
+            prepared.redo = f"redone: the existing mask was {problem}"
         try:
             if reference.get_data_dtype().kind == "f" and not np.isfinite(np.asanyarray(reference.dataobj)).all():
                 return finish("skipped", "image contains NaN or infinite values")
             with _model_input(image_file, reference) as model_input:
-                data = self.model.preprocess(model_input, patient_id=pid)
+                prepared.data = self.model.preprocess(model_input, patient_id=pid)
         except Exception as exc:
             return finish("skipped", f"cannot read or preprocess the image ({_reason(exc)})")
+        prepared.reference = reference
+        result.load_s = time.perf_counter() - start
+        return prepared
+
+    def infer_case(self, prepared: PreparedCase) -> nib.Nifti1Image | None:
+        """Inference stage: the mask image on the input's grid, or ``None`` (result final: failed or not to do)."""
+        if prepared.data is None:
+            return None
+        start = time.perf_counter()
+        result, reference = prepared.result, prepared.reference
         try:
-            mask, affine = self.model.predict(data)
+            mask, affine = self.model.predict(prepared.data)
             if affine is not None and not np.allclose(affine, reference.affine, atol=AFFINE_TOLERANCE_MM):
                 raise ValueError("the inverted prediction's affine differs from the input's")
             image = mask_image_like(mask, reference)
         except Exception as exc:
-            return finish("failed", _reason(exc))
+            result.infer_s = time.perf_counter() - start
+            self._finish(result, "failed", _reason(exc))
+            return None
+        finally:
+            prepared.data = None  # free the preprocessed volume
+        result.infer_s = time.perf_counter() - start
+        return image
+
+    def write_case(self, prepared: PreparedCase, image: nib.Nifti1Image) -> CaseResult:
+        """Write stage: the mask, atomically; a disk error stops the run (:class:`OutputWriteError`)."""
+        start = time.perf_counter()
+        result = prepared.result
         try:
-            save_nifti_gz(output, image)
+            save_nifti_gz(result.output, image)
         except OSError as exc:  # disk full, read-only: every other patient would fail the same way
-            raise OutputWriteError(exc.errno, exc.strerror, str(output)) from exc
-        return finish("done", redo)
+            raise OutputWriteError(exc.errno, exc.strerror, str(result.output)) from exc
+        result.write_s = time.perf_counter() - start
+        return self._finish(result, "done", prepared.redo)
