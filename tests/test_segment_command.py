@@ -45,6 +45,8 @@ def bundle(tmp_path_factory, tiny_cohort: Path) -> Path:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("segment_bundle")
     shutil.copytree(BUNDLE / "configs", root / "configs")
+    if (BUNDLE / "scripts").is_dir():  # the code the bundle's configs name (carried for MONAI-only recipients)
+        shutil.copytree(BUNDLE / "scripts", root / "scripts")
     (root / "models").mkdir()
     net = _tiny_generator(tiny_cohort.parent)
     torch.save(net.state_dict(), root / "models" / "model_t2.pt")
@@ -510,3 +512,31 @@ def test_a_symlink_loop_skips_that_patient_only(bundle: Path, tiny_cohort: Path,
     report = _report(out)
     assert report.status["tiny_03"] == "skipped" and "symbolic links" in report.reason["tiny_03"]
     assert (report.status == "done").sum() == 7
+
+
+# ----------------------------------------------------------------------------- DICOM series input
+
+
+def test_dicom_series_inputs_get_nifti_masks_on_the_series_grid_and_evaluate(pytorch_run, bundle: Path,
+                                                                            tiny_cohort: Path, tmp_path: Path):
+    from tests.test_dicom_input import dicom_cohort
+
+    manifest = dicom_cohort(tiny_cohort, tmp_path, patients=("tiny_00", "tiny_01"))
+    out = tmp_path / "pred"
+    assert _segment(bundle, manifest, out) == 0
+    report = _report(out)
+    assert set(report.status) == {"done"} and report.image["tiny_01"].endswith("dicom/tiny_01")
+    for pid in ("tiny_00", "tiny_01"):  # the series' grid is the NIfTI's it was written from (round trip)
+        mask = nib.load(out / f"{pid}_t2_seg.nii.gz")
+        source = nib.load(tiny_cohort.parent / "images" / f"{pid}_t2.nii.gz")
+        assert mask.shape == source.shape and np.asanyarray(mask.dataobj).dtype == np.uint8
+        np.testing.assert_allclose(mask.affine, source.affine, atol=1e-4)
+        # same masks as from the NIfTI, up to the int16 rounding of the DICOM pixel data
+        agreement = (np.asanyarray(mask.dataobj) == _masks(pytorch_run[0])[f"{pid}_t2_seg.nii.gz"]).mean()
+        assert agreement > 0.97, agreement
+    evaluation = tmp_path / "eval"
+    assert main(["evaluate", "--pred", str(out), "--cohort", str(manifest), "--sequence", "t2", "--out",
+                 str(evaluation), "--workers", "1", "--bootstrap", "10"]) == 0
+    cases = pd.read_csv(evaluation / "cases.csv").set_index("patient_id")
+    assert cases.status["tiny_00"] == "evaluated" and cases.status["tiny_01"] == "evaluated"
+    assert cases.image_path["tiny_00"].endswith("dicom/tiny_00")
