@@ -72,3 +72,24 @@ def test_bundle_inference_under_torchrun_writes_each_mask_once(tiny_bundle: Path
     assert len(reference) == n_patients and sorted(ours) == sorted(reference)
     for name in reference:
         np.testing.assert_array_equal(ours[name], reference[name], err_msg=name)
+
+
+def test_dmg_segment_under_torchrun_equals_one_process(tiny_bundle: Path, tiny_cohort: Path, tmp_path: Path):
+    from pipeline.cli import main
+
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    common = ["--bundle", str(tiny_bundle), "--cohort", str(tiny_cohort), "--sequence", "t2", "--device", "cpu"]
+    assert main(["segment", *common, "--out", str(single)]) == 0
+    done = _torchrun("-m", "pipeline.cli", "segment", *common, "--out", str(sharded))
+    assert done.returncode == 0, done.stderr[-3000:]
+    n = len(pd.read_csv(tiny_cohort))
+    for rank in (0, 1):
+        assert f"rank {rank} of 2: {n // 2} of {n} patients" in done.stderr, done.stderr[-3000:]
+    ours, reference = _masks(sharded), _masks(single)
+    assert len(reference) == n and sorted(ours) == sorted(reference)
+    for name in reference:
+        np.testing.assert_array_equal(ours[name], reference[name], err_msg=name)
+    report, expected = pd.read_csv(sharded / "segment_report.csv"), pd.read_csv(single / "segment_report.csv")
+    assert list(report.patient_id) == list(expected.patient_id) == list(pd.read_csv(tiny_cohort).patient_id)
+    assert (report.status == "done").all()
+    assert not list(sharded.glob(".*lock*")), "rank 0 left its lock"

@@ -280,6 +280,8 @@ class CohortSegmenter:
         order = [c["patient_id"] for c in cohort.cases]
         start = time.perf_counter()
         cases = ranks.shard(cohort.cases)
+        if ranks.distributed:
+            logger.info("rank %d of %d: %d of %d patients", ranks.rank, ranks.world_size, len(cases), len(order))
         bar = tqdm(total=len(cases), desc=f"segmenting {self.sequence}", unit="patient", disable=not self.progress)
         writer = BackgroundWriter(enabled=self.overlap)
 
