@@ -186,3 +186,47 @@ def test_check_cohort_command_reports_problems(tmp_path: Path, good_cohort: Path
     assert dmg(["check-cohort", str(manifest)]) == 1
     out = capsys.readouterr().out
     assert "SKIPPED patient 'corrupt', t2:" in out and "9 patients" in out
+
+
+def _absurd_header_nifti(path: Path) -> str:
+    """A NIfTI whose header declares 2000^3 float32 voxels (32 GB) in a file of a few hundred bytes."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((2000, 2000, 2000))
+    header.set_data_dtype(np.float32)
+    header.set_data_offset(352)
+    path.write_bytes(header.binaryblock + b"\0" * 4 + b"\0" * 100)
+    return str(path)
+
+
+def test_symlink_loop_and_absurd_header_are_that_patients_problems(tmp_path: Path, good_cohort: Path, capsys):
+    root = good_cohort.parent
+    (root / "images" / "loop_a").symlink_to("loop_b")
+    (root / "images" / "loop_b").symlink_to("loop_a")
+    table = pd.read_csv(good_cohort, dtype=str, keep_default_na=False)
+    table.loc[0, "t2"] = "images/loop_a/p0_t2.nii.gz"
+    table.loc[1, "t1c"] = Path(_absurd_header_nifti(root / "images" / "p1_t1c.nii")).relative_to(root).as_posix()
+    table.to_csv(good_cohort, index=False)
+    cohort = load_cohort(good_cohort, strict=False)
+    problems = {(i.patient_id, i.sequence): i.problem for i in cohort.issues}
+    assert "Too many levels of symbolic links" in problems[("p0", "t2")]
+    assert "declares shape (2000, 2000, 2000)" in problems[("p1", "t1c")] and "32 GB" in problems[("p1", "t1c")]
+    assert len(cohort.datalist("t2")) == 2 and len(cohort.datalist("t1c")) == 2 and len(cohort.datalist("flair")) == 3
+    assert dmg(["check-cohort", str(good_cohort)]) == 1
+    out = capsys.readouterr().out
+    assert "SKIPPED patient 'p0', t2:" in out and "p1_t1c.nii: header declares shape" in out
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ({"training": {"image": "a.nii.gz"}}, "not a datalist: expected a JSON object with a list under key 'training'"),
+    ([{"image": "a.nii.gz"}], "not a datalist: expected a JSON object with a list under key 'training', found a "
+                              "JSON list"),
+    (7, "found a JSON int"),
+    ({"training": [3]}, "item 0 of 'training' is a JSON int, expected an object or an image path"),
+    ({"training": [{"t2": 5}]}, "item 0 of 'training': 't2' must be a file path, got 5"),
+])
+def test_datalist_json_of_the_wrong_shape_is_one_line(content, expected: str, tmp_path: Path, capsys):
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps(content))
+    assert dmg(["check-cohort", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dmg check-cohort: error: {path}: ") and expected in err and err.count("\n") == 1, err

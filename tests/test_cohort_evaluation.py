@@ -312,3 +312,77 @@ def test_evaluation_package_never_imports_pipeline():
     offenders = [p.name for p in package.glob("*.py")
                  if re.search(r"^\s*(from|import)\s+pipeline\b", p.read_text(), re.MULTILINE)]
     assert offenders == []
+
+
+def test_evaluate_checks_the_output_folder_before_computing(setup, tmp_path, monkeypatch, capsys):
+    import errno
+    import tempfile
+
+    from evaluation import cohort_evaluator
+    from pipeline.cli import main
+
+    out = tmp_path / "report"
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == out:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*args, dir=dir, **kwargs)
+
+    computed = []
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(cohort_evaluator, "evaluate_case", lambda *a: computed.append(a))
+    assert main(["evaluate", "--pred", str(setup["pred"]), "--cohort", str(setup["manifest"]), "--sequence", "t2",
+                 "--out", str(out), "--workers", "1"]) == 2
+    assert capsys.readouterr().err == (f"dmg evaluate: error: {out}: Read-only file system (output folder not "
+                                       "writable)\n")
+    assert computed == []
+
+
+def test_disk_full_while_writing_the_report_is_one_line_and_leaves_no_partial_file(setup, tmp_path, monkeypatch,
+                                                                                   capsys):
+    import errno
+
+    from evaluation import atomic_io
+    from pipeline.cli import main
+
+    out = tmp_path / "report"
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fdopen(fd, mode="r", *args, **kwargs):
+        f = real_fdopen(fd, mode, *args, **kwargs)
+        return FullDisk(f) if "w" in mode and not out.joinpath("cases.csv").exists() else f
+
+    monkeypatch.setattr(atomic_io.os, "fdopen", fdopen)
+    assert main(["evaluate", "--pred", str(setup["pred"]), "--cohort", str(setup["manifest"]), "--sequence", "t2",
+                 "--out", str(out), "--workers", "1", "--bootstrap", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"dmg evaluate: error: {out / 'cases.csv'}: No space left on device (disk full); nothing "
+                        "half-written was left behind\n"), err
+    assert "Traceback" not in err and list(out.iterdir()) == []
+
+
+def test_a_symlink_loop_fails_that_case_only(setup, tmp_path):
+    pred = tmp_path / "pred"
+    shutil.copytree(setup["pred"], pred)
+    (pred / "tiny_05_t2_seg.nii.gz").unlink()
+    (pred / "loop").symlink_to("tiny_05_t2_seg.nii.gz")
+    (pred / "tiny_05_t2_seg.nii.gz").symlink_to("loop")
+    result = CohortEvaluator(workers=1, progress=False, bootstrap=0).evaluate(pair_cohort(pred, setup["items"]))
+    cases = _by_patient(result.cases)
+    assert cases.loc["tiny_05", "failure"] == "missing_prediction"
+    assert "cannot be accessed (Too many levels of symbolic links)" in cases.loc["tiny_05", "reason"]
+    assert sorted(cases.index[cases.status == "evaluated"]) == [p for p in EVALUATED if p != "tiny_05"]

@@ -235,8 +235,8 @@ def _check_datalist_item(path: Path, index: int, item, key: str) -> None:
     for name, value in item.items():
         is_file_key = name in ("image", "label") or name in SEQUENCES or name.startswith("label_")
         if is_file_key and not (value is None or isinstance(value, (str, list))):
-            raise CohortError(path, [CohortIssue(str(item.get("patient_id", index)), str(path),
-                                                 f"{where}: {name!r} must be a file path, got {value!r}")])
+            raise CohortError(path, [CohortIssue("-", str(path), f"{where}: {name!r} must be a file path, "
+                                                                 f"got {value!r}")])
 
 
 def read_brats_folder(path: str | os.PathLike, center: str = "brats2021") -> list[dict]:
