@@ -4,8 +4,11 @@ The zip holds one top folder named after the bundle (as the MONAI model zoo's zi
 ``unzip`` gives a bundle folder. :func:`safe_extract` checks every member *before* writing anything
 and refuses absolute paths, ``..`` components, backslashes, symbolic links and other special files,
 encrypted members, duplicate names (also names equal up to case) and a file that is also a folder;
-each error names the member. Extraction goes to a temporary folder next to the target, which is
-then renamed into place, so a failure (e.g. a CRC error) leaves nothing behind.
+each error names the member. :class:`ArchiveLimits` (total uncompressed size, member count, compression
+ratio) are checked from the archive's directory before anything is written, and the bytes actually written
+are counted against the declared sizes (a member that inflates beyond its header is refused). Extraction
+goes to a temporary folder next to the target, which is then renamed into place, so a failure (e.g. a CRC
+error) leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CorruptArchiveError", "UnsafeArchiveError", "bundle_prefix", "check_members", "safe_extract",
-           "write_zip"]
+__all__ = ["ArchiveLimitError", "ArchiveLimits", "CorruptArchiveError", "UnsafeArchiveError", "bundle_prefix",
+           "check_limits", "check_members", "safe_extract", "write_zip"]
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 STORED_SUFFIXES = (".pt", ".ts", ".pth", ".zip", ".gz")  # already zip archives or compressed
@@ -34,6 +38,44 @@ class UnsafeArchiveError(ValueError):
 
 class CorruptArchiveError(ValueError):
     """A member of the archive cannot be read back intact (CRC error, truncated archive)."""
+
+
+class ArchiveLimitError(UnsafeArchiveError):
+    """The archive would expand beyond :class:`ArchiveLimits` (a zip bomb, or simply too big)."""
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """What a bundle archive may expand to. The defaults fit a bundle of 2D/3D models with room to spare
+    (the MONAI Model Zoo caps each file at 25 MB; this project's bundle is ~30 MB)."""
+
+    max_total_bytes: int = 2 * 1024**3
+    """Total uncompressed size of all members."""
+    max_members: int = 10_000
+    max_ratio: float = 200.0
+    """Largest uncompressed/compressed size ratio of a member (and of the whole archive); deflate reaches
+    ~1000 only on degenerate data, text configs ~5-20, weights are stored."""
+    ratio_min_bytes: int = 1024**2
+    """Members smaller than this are not held to ``max_ratio`` (a small repetitive config may compress well)."""
+
+
+def check_limits(infos: list[zipfile.ZipInfo], limits: ArchiveLimits, source: str = "archive") -> None:
+    """Raise :class:`ArchiveLimitError` when the archive's directory exceeds ``limits``."""
+    if len(infos) > limits.max_members:
+        raise ArchiveLimitError(f"refusing {source}: {len(infos)} members, more than the limit of {limits.max_members}")
+    total = sum(i.file_size for i in infos)
+    if total > limits.max_total_bytes:
+        raise ArchiveLimitError(f"refusing {source}: it expands to {total / 1e6:.1f} MB, more than the limit of "
+                                f"{limits.max_total_bytes / 1e6:.1f} MB")
+    for info in infos:
+        if info.file_size >= limits.ratio_min_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+            raise ArchiveLimitError(f"refusing {source}: member {info.filename!r} expands {info.file_size / 1e6:.1f} MB "
+                                    f"from {info.compress_size / 1e6:.2f} MB (ratio "
+                                    f"{info.file_size / max(info.compress_size, 1):.0f}, limit {limits.max_ratio:g})")
+    packed = sum(i.compress_size for i in infos)
+    if total >= limits.ratio_min_bytes and total > limits.max_ratio * max(packed, 1):
+        raise ArchiveLimitError(f"refusing {source}: it expands {total / 1e6:.1f} MB from {packed / 1e6:.2f} MB "
+                                f"(ratio {total / max(packed, 1):.0f}, limit {limits.max_ratio:g})")
 
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
@@ -102,11 +144,23 @@ def bundle_prefix(paths: list[str]) -> str:
     raise ValueError(f"not a bundle archive: no {METADATA_MEMBER} at its root or in a single top folder")
 
 
-def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
+def _copy_bounded(src, out, declared: int, name: str) -> None:
+    """Copy a member, refusing it when it inflates beyond its declared size."""
+    written = 0
+    while block := src.read(1 << 20):
+        written += len(block)
+        if written > declared:
+            raise ArchiveLimitError(f"refusing member {name!r}: it inflates beyond its declared {declared} bytes")
+        out.write(block)
+
+
+def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike,
+                 limits: ArchiveLimits | None = None) -> list[str]:
     """Extract the bundle in ``zip_path`` into folder ``dest`` (created; must not exist or be empty).
 
     The bundle's top folder is stripped, so ``dest`` becomes the bundle folder. Returns the relative
-    paths of the extracted files. Raises :class:`UnsafeArchiveError` before writing anything,
+    paths of the extracted files. Raises :class:`UnsafeArchiveError` (and :class:`ArchiveLimitError` beyond
+    ``limits``, default :class:`ArchiveLimits`) before writing anything,
     :class:`CorruptArchiveError` on a member that does not read back intact (nothing is left behind),
     ``ValueError`` for a non-zip or non-bundle file or a non-empty ``dest``.
     """
@@ -118,6 +172,7 @@ def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike) -> list[s
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ValueError(f"output folder {dest} exists and is not an empty folder")
     with zipfile.ZipFile(zip_path) as archive:
+        check_limits(archive.infolist(), limits or ArchiveLimits(), str(zip_path))
         members = check_members(archive)
         prefix = bundle_prefix([path for _, path in members])
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +194,7 @@ def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike) -> list[s
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     with archive.open(info) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
+                        _copy_bounded(src, out, info.file_size, info.filename)
                 except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
                     raise CorruptArchiveError(f"member {info.filename!r} of {zip_path} is corrupt: {exc}") from exc
                 extracted.append(rel)

@@ -2,8 +2,8 @@
 
 A packed bundle is the bundle folder minus run outputs (``runs/``, ``eval/``, ``predictions/`` at
 the top level), caches (``__pycache__``, ``*.pyc``), temporary files (``*.tmp``) and hidden
-files (``.gitkeep``, ``.DS_Store`` ...), plus two generated files at its top level:
-``bundle_manifest.json`` and ``checksums.sha256``. Paths are relative POSIX paths.
+files (``.gitkeep``, ``.DS_Store`` ...), plus generated files at its top level:
+``bundle_manifest.json``, ``checksums.sha256`` and, when signed, ``checksums.sha256.sig``. Paths are relative POSIX paths.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ __all__ = [
 
 CHECKSUMS_FILE = "checksums.sha256"
 MANIFEST_FILE = "bundle_manifest.json"
-GENERATED_FILES = frozenset({CHECKSUMS_FILE, MANIFEST_FILE})
+SIGNATURE_FILE = "checksums.sha256.sig"  # see .signing
+GENERATED_FILES = frozenset({CHECKSUMS_FILE, MANIFEST_FILE, SIGNATURE_FILE})
 EXCLUDED_TOP_DIRS = frozenset({"runs", "eval", "predictions"})
 EXCLUDED_DIRS = frozenset({"__pycache__"})
 EXCLUDED_SUFFIXES = (".tmp", ".pyc")

@@ -3,7 +3,8 @@ manifest (``checksums.sha256``) and ``bundle_manifest.json`` (what is inside, an
 
 The zip has one top folder named after the bundle folder, members in sorted order with fixed timestamps,
 and is written atomically. The metadata is checked first (a FAIL of :func:`.metadata_checks.check_metadata`
-refuses to pack). ``export_torchscript=True`` adds ``models/model_<name>.ts`` for every
+refuses to pack), then the weights (every ``models/*.pt`` must load with ``weights_only=True`` or be a
+TorchScript archive) and the configs (:mod:`.trust`: the config allow-list, ``logging.conf``, carried code). ``export_torchscript=True`` adds ``models/model_<name>.ts`` for every
 ``models/model_<name>.pt`` that has none (``torch.jit.script`` of the inference config's ``network_def``);
 a network that cannot be scripted is reported as a note and packed without one. The bundle folder
 itself is not modified.
@@ -21,12 +22,24 @@ from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from pipeline.bundle_sharing.archive import write_zip
 from pipeline.bundle_sharing.bundle_models import export_torchscript as script_and_save
 from pipeline.bundle_sharing.bundle_models import metadata_of
 from pipeline.bundle_sharing.checksums import format_checksums, sha256_file
-from pipeline.bundle_sharing.layout import CHECKSUMS_FILE, MANIFEST_FILE, MODEL_NAME, bundle_files, find_models
+from pipeline.bundle_sharing.layout import (
+    CHECKSUMS_FILE,
+    MANIFEST_FILE,
+    MODEL_NAME,
+    SIGNATURE_FILE,
+    bundle_files,
+    find_models,
+)
 from pipeline.bundle_sharing.metadata_checks import check_metadata
+from pipeline.bundle_sharing.signing import key_id, sign_checksums
+from pipeline.bundle_sharing.trust import bundle_code_problems, use_bundle_code
+from pipeline.inference.model import is_torchscript_file
 
 __all__ = ["PackResult", "pack_bundle", "package_versions"]
 
@@ -74,8 +87,30 @@ def _created() -> str:
     return when.replace(microsecond=0).isoformat()
 
 
-def pack_bundle(bundle_dir: str | os.PathLike, out: str | os.PathLike, export_torchscript: bool = False) -> PackResult:
-    """Write the bundle in ``bundle_dir`` to the zip ``out`` (see the module docstring)."""
+def check_weights_only(bundle: Path, files: list[str]) -> None:
+    """Refuse (``ValueError`` naming the file) any ``models/*.pt``/``*.pth`` that is not a TorchScript archive
+    and does not load with ``torch.load(weights_only=True)``: a recipient would have to unpickle it, which can
+    run code."""
+    import torch
+
+    for rel in files:
+        if not (rel.startswith("models/") and rel.endswith((".pt", ".pth"))):
+            continue
+        path = bundle / rel
+        if is_torchscript_file(path):
+            continue
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            first = " ".join(str(exc).split())[:200]
+            raise ValueError(f"{path}: refusing to pack weights that do not load with torch.load(weights_only=True) "
+                             f"(a recipient would have to unpickle them, which can run code): {first}") from None
+
+
+def pack_bundle(bundle_dir: str | os.PathLike, out: str | os.PathLike, export_torchscript: bool = False,
+                sign_key: Ed25519PrivateKey | None = None) -> PackResult:
+    """Write the bundle in ``bundle_dir`` to the zip ``out`` (see the module docstring). ``sign_key`` adds
+    ``checksums.sha256.sig`` (:mod:`.signing`). Nothing is written when a check fails."""
     bundle, out = Path(bundle_dir), Path(out)
     if not bundle.is_dir():
         raise NotADirectoryError(f"bundle folder {bundle} does not exist")
@@ -89,6 +124,10 @@ def pack_bundle(bundle_dir: str | os.PathLike, out: str | os.PathLike, export_to
     out_resolved = out.resolve()
     sources: dict[str, Path | bytes] = {rel: bundle / rel for rel in bundle_files(bundle)
                                         if (bundle / rel).resolve() != out_resolved}
+    check_weights_only(bundle, list(sources))
+    problems = bundle_code_problems(bundle)
+    if problems:
+        raise ValueError(f"refusing to pack {bundle}: {problems[0]}")
     notes = [f"no {rel}" for rel in ("LICENSE", "docs/README.md") if rel not in sources]
     with tempfile.TemporaryDirectory(prefix="dmg_bundle_pack_") as tmp:
         if export_torchscript:
@@ -97,7 +136,8 @@ def pack_bundle(bundle_dir: str | os.PathLike, out: str | os.PathLike, export_to
                     continue
                 target = Path(tmp) / f"model_{name}.ts"
                 try:
-                    script_and_save(bundle, name, files.pytorch, target, metadata=meta)
+                    with use_bundle_code(bundle):
+                        script_and_save(bundle, name, files.pytorch, target, metadata=meta)
                 except Exception as exc:  # e.g. a network TorchScript cannot compile
                     first = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:240]
                     notes.append(f"model {name}: no TorchScript export ({type(exc).__name__}: {first})")
@@ -124,6 +164,9 @@ def pack_bundle(bundle_dir: str | os.PathLike, out: str | os.PathLike, export_to
         sources[MANIFEST_FILE] = manifest_bytes
         digests[MANIFEST_FILE] = hashlib.sha256(manifest_bytes).hexdigest()
         sources[CHECKSUMS_FILE] = format_checksums(digests).encode()
+        if sign_key is not None:
+            sources[SIGNATURE_FILE] = sign_checksums(sources[CHECKSUMS_FILE], sign_key)
+            notes.append(f"signed with Ed25519 key {key_id(sign_key.public_key())}")
         write_zip(out, sources, prefix=bundle.resolve().name + "/")
     return PackResult(out=out, name=str(meta.get("name")), version=str(meta.get("version")), files=sizes,
                       models={k: {kind: Path(p).name for kind, p in v.items()} for k, v in models.items()},

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.bundle_sharing.archive import safe_extract
+from pipeline.bundle_sharing.archive import ArchiveLimits, safe_extract
 from pipeline.bundle_sharing.checksums import ChecksumDiff, compare_checksums, parse_checksums
 from pipeline.bundle_sharing.layout import CHECKSUMS_FILE, MANIFEST_FILE, bundle_files
 
@@ -32,11 +32,13 @@ class UnpackResult:
         return "\n".join([head, "  checksums FAILED:", *(f"    {p}" for p in self.checksums.problems())])
 
 
-def unpack_bundle(zip_path: str | os.PathLike, out: str | os.PathLike) -> UnpackResult:
+def unpack_bundle(zip_path: str | os.PathLike, out: str | os.PathLike, limits: ArchiveLimits | None = None
+                  ) -> UnpackResult:
     """Extract with :func:`.archive.safe_extract` (refuses unsafe members before writing anything; ``out``
-    must not exist or be empty and becomes the bundle folder), then compare with ``checksums.sha256``."""
+    must not exist or be empty and becomes the bundle folder; ``limits``: :class:`.archive.ArchiveLimits`), then
+    compare with ``checksums.sha256``."""
     out = Path(out)
-    files = safe_extract(zip_path, out)
+    files = safe_extract(zip_path, out, limits=limits)
     listing = out / CHECKSUMS_FILE
     if not listing.is_file():
         return UnpackResult(out, files, None)
