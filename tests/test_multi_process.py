@@ -93,3 +93,28 @@ def test_dmg_segment_under_torchrun_equals_one_process(tiny_bundle: Path, tiny_c
     assert list(report.patient_id) == list(expected.patient_id) == list(pd.read_csv(tiny_cohort).patient_id)
     assert (report.status == "done").all()
     assert not list(sharded.glob(".*lock*")), "rank 0 left its lock"
+
+
+def test_dmg_evaluate_under_torchrun_equals_one_process(tiny_cohort: Path, tmp_path: Path):
+    """2 ranks evaluate half the cases each; rank 0's report equals a single process's."""
+    from pipeline.cli import main
+
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    manifest = pd.read_csv(tiny_cohort)
+    for i, row in enumerate(manifest.itertuples()):
+        if isinstance(row.label_t2, str) and i != 3:  # patient 3 has no prediction: a failed case
+            shutil.copy(tiny_cohort.parent / row.label_t2, preds / f"{row.patient_id}_t2_seg.nii.gz")
+    common = ["--pred", str(preds), "--cohort", str(tiny_cohort), "--sequence", "t2", "--workers", "1",
+              "--bootstrap", "200"]
+    assert main(["evaluate", *common, "--out", str(tmp_path / "single")]) == 0
+    done = _torchrun("-m", "pipeline.cli", "evaluate", *common, "--out", str(tmp_path / "sharded"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    n = int(manifest.label_t2.notna().sum())
+    for rank in (0, 1):
+        assert f"rank {rank} of 2: {n // 2} of {n} cases" in done.stderr, done.stderr[-3000:]
+    for name in ("cases.csv", "summary.csv"):
+        single = pd.read_csv(tmp_path / "single" / name)
+        sharded = pd.read_csv(tmp_path / "sharded" / name)
+        pd.testing.assert_frame_equal(sharded, single, check_exact=False, rtol=1e-12)
+    assert len(pd.read_csv(tmp_path / "sharded" / "cases.csv")) == manifest.label_t2.notna().sum()

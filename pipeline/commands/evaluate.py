@@ -94,9 +94,10 @@ def print_summary_table(result, levels: tuple[str, ...] = ("overall", "sequence"
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation import CohortEvaluator, EmptyCasePolicy, pair_cohort, pair_folders
+    from evaluation import EmptyCasePolicy, pair_cohort, pair_folders
     from evaluation.atomic_io import check_writable_folder
     from pipeline.data.cohort import SEQUENCES, load_cohort
+    from pipeline.inference.sharded_evaluation import cohort_evaluator  # sharded under torchrun
 
     if args.ref is None and args.cohort is None:
         raise ValueError("give references: --cohort SRC --sequence SEQ, or --ref REF_DIR")
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         inputs["references"] = str(Path(args.ref).resolve())
         if cohort is not None:
             inputs["cohort (centers)"] = str(cohort.source.resolve())
-    evaluator = CohortEvaluator(policy=policy, workers=args.workers, affine_atol=args.affine_tol,
+    evaluator = cohort_evaluator(policy=policy, workers=args.workers, affine_atol=args.affine_tol,
                                 bootstrap=args.bootstrap, seed=args.seed)
     title = args.title or f"Cohort evaluation: {Path(args.pred).name}" + (f" ({args.sequence})" if args.sequence else "")
     result = evaluator.run(pairing, args.out, title=title, inputs=inputs)

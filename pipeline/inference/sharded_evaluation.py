@@ -1,0 +1,72 @@
+"""``dmg evaluate`` under ``torchrun``: each rank evaluates its own cases, rank 0 writes the report of all.
+
+:class:`ShardedCohortEvaluator` is an :class:`evaluation.CohortEvaluator` whose :meth:`evaluate` runs the
+per-case metrics of this rank's share (:meth:`CohortRanks.shard`, MONAI's ``DistributedSampler``), gathers
+every rank's case table in pairing order and summarises the whole cohort once (same bootstrap seed, so
+the summary equals a single-process run's). :meth:`run` writes the outputs on rank 0 only.
+:func:`cohort_evaluator` gives the plain evaluator in a single process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from evaluation import CohortEvaluator
+from evaluation.cohort_evaluator import CohortResult
+from evaluation.pairing import EvaluationCase, Pairing
+from evaluation.summary import METRICS, summarize
+from pipeline.inference.distributed import CohortRanks
+
+__all__ = ["ShardedCohortEvaluator", "cohort_evaluator"]
+
+logger = logging.getLogger(__name__)
+
+
+class ShardedCohortEvaluator(CohortEvaluator):
+    """A :class:`CohortEvaluator` over the ranks of a ``torchrun`` job (see the module docstring)."""
+
+    def __init__(self, ranks: CohortRanks, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ranks = ranks
+
+    def evaluate(self, cases: Pairing | Iterable[EvaluationCase | Mapping]) -> CohortResult:
+        case_list, unpaired = self._as_cases(cases)
+        ids = [c.case_id for c in case_list]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"case ids must be unique; repeated: {', '.join(duplicates[:10])}")
+        mine = self.ranks.shard(list(range(len(case_list))))
+        logger.info("rank %d of %d: %d of %d cases", self.ranks.rank, self.ranks.world_size, len(mine), len(case_list))
+        part = super().evaluate([case_list[i] for i in mine]).cases if mine else None
+        rows = [] if part is None else list(zip(mine, part.to_dict("records"), strict=True))
+        merged = self.ranks.gather(rows, key=lambda row: row[0], order=range(len(case_list)))
+        columns = part.columns if part is not None else None
+        frame = pd.DataFrame([row for _, row in merged], columns=columns)
+        for column in ("ref_empty", "pred_empty", "policy_applied"):
+            if column in frame:
+                frame[column] = frame[column].astype("boolean")
+        summary = summarize(frame, METRICS, self.bootstrap, self.confidence, self.seed)
+        return CohortResult(cases=frame, summary=summary, policy=self.policy, affine_atol_mm=self.affine_atol,
+                            bootstrap=self.bootstrap, seed=self.seed, confidence=self.confidence,
+                            unpaired_predictions=unpaired)
+
+    def run(self, cases: Pairing | Iterable[EvaluationCase | Mapping], output_dir: str | os.PathLike,
+            title: str = "Cohort evaluation", inputs: Mapping[str, str] | None = None) -> CohortResult:
+        from evaluation.report import write_outputs
+
+        result = self.evaluate(cases)
+        if self.ranks.is_main:
+            write_outputs(result, output_dir, title=title, inputs=inputs)
+        self.ranks.barrier()
+        return result
+
+
+def cohort_evaluator(**kwargs: Any) -> CohortEvaluator:
+    """:class:`ShardedCohortEvaluator` under ``torchrun`` (``WORLD_SIZE > 1``), else a plain :class:`CohortEvaluator`."""
+    ranks = CohortRanks.from_environment()
+    return ShardedCohortEvaluator(ranks, **kwargs) if ranks.distributed else CohortEvaluator(**kwargs)
