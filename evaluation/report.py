@@ -5,8 +5,11 @@ self-contained: the figures are embedded as base64 PNGs (matplotlib, Agg canvas,
 needed) and also written to ``figures/``:
 
 * ``<metric>_by_center.png``: box plot plus jittered points of the policy values per center
-  (per sequence and center when several sequences were evaluated);
-* ``overlay_{best,median,worst}.png``: the cases with the highest, median and lowest policy
+  (per sequence and center when several sequences were evaluated). For the distance metrics, the
+  cases where exactly one mask is empty get the policy's penalty (e.g. 373 mm), which would flatten
+  every box: they are left out of the boxes and drawn in a separate strip above a broken axis;
+* ``overlay_{best,median,worst}.png``: among the cases with a lesion in the reference or the
+  prediction (both empty shows nothing), those with the highest, median and lowest policy
   DSC, at the axial slice with the largest reference area (largest predicted area when the
   reference is empty), reoriented to RAS and shown in radiological convention; reference
   outline green, prediction outline red, on the image when its path is known and it shares
@@ -39,7 +42,7 @@ from evaluation.summary import METRICS, summary_records
 if TYPE_CHECKING:
     from evaluation.cohort_evaluator import CohortResult
 
-__all__ = ["write_outputs", "metric_plot_png", "overlay_png", "pick_showcase_cases"]
+__all__ = ["write_outputs", "metric_plot_figure", "metric_plot_png", "overlay_png", "pick_showcase_cases"]
 
 METRIC_LABELS = {"dsc": "DSC", "jaccard": "Jaccard", "sensitivity": "Sensitivity", "ppv": "PPV",
                  "hd95": "HD95 (mm)", "hd95_pooled": "HD95 pooled (mm)"}
@@ -53,32 +56,59 @@ def _group_labels(cases: pd.DataFrame, by_sequence: bool) -> pd.Series:
     return cases["center"].astype(str)
 
 
-def metric_plot_png(evaluated: pd.DataFrame, metric: str, policy_mode: str,
-                    failed: Mapping[str, int] | None = None, by_sequence: bool | None = None) -> bytes:
-    """Box plot and jittered points of ``<metric>_policy`` per center (finite values only; the rest counted).
+def _penalised(evaluated: pd.DataFrame, metric: str) -> pd.Series:
+    """Cases whose distance value is the empty-case policy's penalty (exactly one mask empty)."""
+    if metric not in ("hd95", "hd95_pooled") or "policy_applied" not in evaluated:
+        return pd.Series(False, index=evaluated.index)
+    applied = evaluated["policy_applied"].fillna(False).astype(bool)
+    return applied & evaluated["empty_case"].isin(("ref", "pred"))
 
-    ``failed``: cases not evaluated per group label (shown under the group's n). Groups are
-    ``<sequence> | <center>`` when ``by_sequence`` (default: more than one sequence evaluated).
-    """
+
+def metric_plot_figure(evaluated: pd.DataFrame, metric: str, policy_mode: str,
+                       failed: Mapping[str, int] | None = None, by_sequence: bool | None = None):
+    """The figure of :func:`metric_plot_png` (a matplotlib ``Figure``; its last axes hold the boxes)."""
     if by_sequence is None:
         by_sequence = evaluated["sequence"].nunique() > 1
     labels = _group_labels(evaluated, by_sequence)
     values = evaluated[f"{metric}_policy"].astype(float)
+    penalised = _penalised(evaluated, metric)
     groups = sorted(set(labels.unique()) | {g for g, n in (failed or {}).items() if n})
-    fig = new_figure(max(3.6, 1.2 + 1.1 * len(groups)), 3.6)
-    ax = fig.add_subplot(1, 1, 1)
+    fig = new_figure(max(3.6, 1.2 + 1.1 * len(groups)), 4.2 if penalised.any() else 3.6)
+    if penalised.any():  # broken axis: a strip for the penalty values above the boxes
+        top, ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 5], "hspace": 0.08})
+    else:
+        top, ax = None, fig.add_subplot(1, 1, 1)
     rng = np.random.default_rng(0)
     data, ticks, hidden = [], [], 0
     for index, group in enumerate(groups):
-        v = values[labels == group].to_numpy()
+        in_group = (labels == group).to_numpy()
+        v = values[in_group & ~penalised.to_numpy()].to_numpy()
         finite = v[np.isfinite(v)]
         hidden += int(v.size - finite.size)
         data.append(finite)
         n_failed = int((failed or {}).get(group, 0))
-        ticks.append(f"{group}\n(n={v.size}" + (f", {n_failed} failed)" if n_failed else ")"))
+        n_penalty = int(penalised[in_group].sum())
+        notes = [f"{n_failed} failed"] if n_failed else []
+        notes += [f"{n_penalty} one empty"] if n_penalty else []
+        ticks.append(f"{group}\n(n={int(in_group.sum())}" + "".join(f", {n}" for n in notes) + ")")
         if finite.size:
             ax.scatter(index + 1 + rng.uniform(-0.12, 0.12, finite.size), finite, s=16, color="#1f5fa8",
                        alpha=0.8, zorder=3, linewidths=0)
+        if n_penalty:
+            p = values[in_group & penalised.to_numpy()].to_numpy()
+            top.scatter(index + 1 + rng.uniform(-0.12, 0.12, p.size), p, s=22, marker="x", color="#d62728",
+                        zorder=3, linewidths=1.2)
+    if top is not None:
+        penalty_values = values[penalised].to_numpy()
+        low, high = float(penalty_values.min()), float(penalty_values.max())
+        top.set_ylim(low - max(1.0, 0.05 * low), high + max(1.0, 0.05 * high))
+        top.set_yticks(sorted(set(np.round(penalty_values, 2))))
+        top.spines["bottom"].set_visible(False)
+        ax.spines["top"].set_visible(False)
+        top.tick_params(axis="x", bottom=False)
+        for axis, y in ((top, 0.0), (ax, 1.0)):  # the break marks
+            axis.plot([0, 0.02], [y - 0.03, y + 0.03], transform=axis.transAxes, color="k", clip_on=False, lw=1)
+        top.grid(axis="y", alpha=0.3)
     filled = [i for i, d in enumerate(data) if d.size]
     if filled:
         ax.boxplot([data[i] for i in filled], positions=[i + 1 for i in filled], widths=0.5,
@@ -91,15 +121,33 @@ def metric_plot_png(evaluated: pd.DataFrame, metric: str, policy_mode: str,
     title = f"{METRIC_LABELS.get(metric, metric)} by center ({policy_mode} policy)"
     if hidden:
         title += f"\n{hidden} non-finite value(s) not drawn"
-    ax.set_title(title, fontsize=10)
+    if top is not None:
+        title += "\nx: one mask empty (penalty)"
+    (top if top is not None else ax).set_title(title, fontsize=9 if top is not None else 10)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return png_bytes(fig)
+    if top is None:
+        fig.tight_layout()
+    else:
+        fig.subplots_adjust(left=0.24, right=0.97, top=0.86, bottom=0.2)
+    return fig
+
+
+def metric_plot_png(evaluated: pd.DataFrame, metric: str, policy_mode: str,
+                    failed: Mapping[str, int] | None = None, by_sequence: bool | None = None) -> bytes:
+    """Box plot and jittered points of ``<metric>_policy`` per center (finite values only; the rest counted).
+
+    ``failed``: cases not evaluated per group label (shown under the group's n). Groups are
+    ``<sequence> | <center>`` when ``by_sequence`` (default: more than one sequence evaluated).
+    Distance metrics: the one-empty-mask penalty cases are drawn above a broken axis, not in the boxes.
+    """
+    return png_bytes(metric_plot_figure(evaluated, metric, policy_mode, failed, by_sequence))
 
 
 def pick_showcase_cases(evaluated: pd.DataFrame) -> dict[str, pd.Series]:
-    """Best, median and worst evaluated case by policy DSC (ties broken by case id; NaN DSC excluded)."""
-    ranked = evaluated[np.isfinite(evaluated["dsc_policy"].astype(float))]
+    """Best, median and worst evaluated case by policy DSC among the cases with a lesion in the reference or
+    the prediction (ties broken by case id; NaN DSC excluded)."""
+    both_empty = evaluated["ref_empty"].fillna(False).astype(bool) & evaluated["pred_empty"].fillna(False).astype(bool)
+    ranked = evaluated[np.isfinite(evaluated["dsc_policy"].astype(float)) & ~both_empty]
     if ranked.empty:
         return {}
     ranked = ranked.sort_values(["dsc_policy", "case_id"], ascending=[False, True], kind="mergesort")
@@ -272,7 +320,8 @@ def _html(result: CohortResult, title: str, inputs: Mapping[str, str], plots: di
         parts += [img_tag(png, f"{m} by center") for m, png in plots.items()]
         parts.append("</div>")
     if overlays:
-        parts.append("<h2>Best, median and worst case (by policy DSC)</h2><div class='overlays'>")
+        parts.append("<h2>Best, median and worst case (by policy DSC, among cases with a lesion in the reference "
+                     "or the prediction)</h2><div class='overlays'>")
         for name, (row, png, error) in overlays.items():
             caption = (f"{name}: {row['case_id']} ({row['center']}, {row['sequence']}) — DSC "
                        f"{fmt(row['dsc_policy'])}, HD95 {fmt(row['hd95_policy'], 2)} mm")

@@ -79,12 +79,19 @@ def describe(values: Sequence[float], resamples: int = 2000, confidence: float =
 
 
 def _groups(cases: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame]]:
-    groups = [("overall", ALL, ALL, cases)]
-    for seq, part in cases.groupby("sequence", sort=True):
-        groups.append(("sequence", str(seq), ALL, part))
-    for center, part in cases.groupby("center", sort=True):
-        groups.append(("center", ALL, str(center), part))
-    if cases["sequence"].nunique() > 1:
+    """Only groups that add information: a level whose one group is the whole cohort is left out, and the
+    overall row names the sequence (center) when there is only one."""
+    sequences, centers = sorted(cases["sequence"].astype(str).unique()), sorted(cases["center"].astype(str).unique())
+    several_sequences, several_centers = len(sequences) > 1, len(centers) > 1
+    groups = [("overall", sequences[0] if len(sequences) == 1 else ALL, centers[0] if len(centers) == 1 else ALL,
+               cases)]
+    if several_sequences:
+        for seq, part in cases.groupby("sequence", sort=True):
+            groups.append(("sequence", str(seq), ALL, part))
+    if several_centers:
+        for center, part in cases.groupby("center", sort=True):
+            groups.append(("center", ALL, str(center), part))
+    if several_sequences and several_centers:
         for (seq, center), part in cases.groupby(["sequence", "center"], sort=True):
             groups.append(("sequence+center", str(seq), str(center), part))
     return groups
@@ -95,8 +102,10 @@ def summarize(cases: pd.DataFrame, metrics: Sequence[str] = METRICS, resamples: 
     """Long table, one row per group and metric: ``level, sequence, center, metric`` + :data:`STAT_COLUMNS`.
 
     ``cases`` is the per-case table of :class:`evaluation.cohort_evaluator.CohortResult`
-    (columns ``status``, ``sequence``, ``center`` and ``<metric>_policy``). Levels:
-    ``overall``, ``sequence``, ``center`` and, with more than one sequence, ``sequence+center``.
+    (columns ``status``, ``sequence``, ``center`` and ``<metric>_policy``). Levels: ``overall``; ``sequence``
+    with more than one sequence; ``center`` with more than one center; ``sequence+center`` with both (a
+    level with one group would repeat the overall rows). With one sequence or center, the overall row
+    names it instead of ``all``.
     """
     rows = []
     for level, seq, center, part in _groups(cases):

@@ -177,8 +177,7 @@ def test_summary_equals_pandas_on_cases_csv(setup):
     document = json.loads((setup["out"] / "summary.json").read_text())
     assert document["n_evaluated"] == len(EVALUATED) and document["n_failed"] == len(EXPECTED_FAILURES)
     levels = {(g["level"], g["sequence"], g["center"]) for g in document["groups"]}
-    assert levels == {("overall", "all", "all"), ("sequence", "t2", "all"), ("center", "all", "center_a"),
-                      ("center", "all", "center_b")}
+    assert levels == {("overall", "t2", "all"), ("center", "all", "center_a"), ("center", "all", "center_b")}
     assert {f["patient_id"] for f in document["failures"]} == set(EXPECTED_FAILURES)
 
 
@@ -256,8 +255,46 @@ def test_report_html_is_self_contained_and_lists_failures(setup):
     for name in ("best", "median", "worst"):
         png = (setup["out"] / "figures" / f"overlay_{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG")
-    # best = perfect DSC (tiny_07, both empty -> 1), worst = the missed lesion
-    assert re.search(r"best: tiny_07_t2 .*DSC 1\.000", text) and re.search(r"worst: tiny_03_t2 .*DSC 0\.000", text)
+    # best = highest DSC among cases with a lesion (tiny_07, both masks empty, scores 1 but shows nothing),
+    # worst = the missed lesion
+    evaluated = setup["result"].evaluated.set_index("patient_id")
+    best = evaluated.drop(index="tiny_07")["dsc_policy"].idxmax()
+    assert evaluated.loc["tiny_07", "dsc_policy"] == 1.0 and evaluated.loc[best, "dsc_policy"] < 1.0
+    assert re.search(rf"best: {best}_t2 .*DSC {evaluated.loc[best, 'dsc_policy']:.3f}", text)
+    assert "tiny_07_t2 (" not in text.split("<h2>All cases</h2>")[0]
+    assert re.search(r"worst: tiny_03_t2 .*DSC 0\.000", text)
+
+
+def test_hd95_plot_draws_the_empty_mask_penalty_above_a_broken_axis(setup):
+    from evaluation.report import metric_plot_figure
+
+    evaluated = setup["result"].evaluated
+    penalty = evaluated.loc[evaluated.patient_id == "tiny_03", "hd95_policy"].item()
+    assert penalty == pytest.approx(373.13)
+    others = evaluated.loc[evaluated.patient_id != "tiny_03", "hd95_policy"]
+    fig = metric_plot_figure(evaluated, "hd95", "brats")
+    top, boxes = fig.axes
+    assert boxes.get_ylim()[1] < 2 * others.max() < penalty  # the boxes are not flattened by the penalty
+    drawn_top = np.concatenate([c.get_offsets()[:, 1] for c in top.collections])
+    drawn_boxes = np.concatenate([c.get_offsets()[:, 1] for c in boxes.collections])
+    np.testing.assert_allclose(drawn_top, [penalty])
+    np.testing.assert_allclose(sorted(drawn_boxes), sorted(others))
+    assert any("1 one empty" in t.get_text() for t in boxes.get_xticklabels())
+    assert len(metric_plot_figure(evaluated, "dsc", "brats").axes) == 1  # overlap metrics: no break
+
+
+def test_summary_rows_add_information_only(setup):
+    cases = setup["result"].cases.copy()
+    one_center = cases.assign(center="center_a")
+    levels = summarize(one_center, ("dsc",), resamples=0)[["level", "sequence", "center"]]
+    assert levels.values.tolist() == [["overall", "t2", "center_a"]]
+    three_sequences = pd.concat([one_center.assign(sequence=s, case_id=one_center.case_id + s)
+                                 for s in ("t1c", "t2", "flair")])
+    levels = summarize(three_sequences, ("dsc",), resamples=0)[["level", "sequence", "center"]]
+    assert levels.values.tolist() == [["overall", "all", "center_a"], ["sequence", "flair", "all"],
+                                      ["sequence", "t1c", "all"], ["sequence", "t2", "all"]]
+    both = pd.concat([three_sequences, three_sequences.assign(center="center_b", case_id=three_sequences.case_id + "b")])
+    assert len(summarize(both, ("dsc",), resamples=0)) == 1 + 3 + 2 + 6
 
 
 def test_atomic_writes_leave_no_temp_files(setup, tmp_path, monkeypatch):
