@@ -64,9 +64,11 @@ def single_thread():
 
 
 def copy_bundle(src: Path, dest: Path, **config: object) -> Path:
-    """configs/, docs/ and LICENSE of ``src`` with ``config`` written into the copied inference.json."""
-    for folder in ("configs", "docs"):
-        shutil.copytree(src / folder, dest / folder)
+    """configs/, docs/, scripts/ (the carried code its configs name) and LICENSE of ``src`` with ``config`` written
+    into the copied inference.json."""
+    for folder in ("configs", "docs", "scripts"):
+        if (src / folder).is_dir():
+            shutil.copytree(src / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(src / "LICENSE", dest / "LICENSE")
     inference = dest / "configs" / "inference.json"
     inference.write_text(json.dumps({**json.loads(inference.read_text()), **config}, indent=4))

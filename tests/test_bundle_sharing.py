@@ -36,8 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
 H3_BUNDLE = REPO / "bundles" / "h3k27m_classification"
 FEATURES = [4, 8, 16]
-SHIPPED = {"LICENSE", "docs/README.md", "models/model_t2.pt", "configs/inference.json", "configs/metadata.json",
-           "configs/train.json", "configs/evaluate.json", "configs/multi_gpu_train.json", "configs/logging.conf"}
+CARRIED = {p.relative_to(SEG_BUNDLE).as_posix() for p in (SEG_BUNDLE / "scripts").rglob("*")
+           if p.is_file() and "__pycache__" not in p.parts}  # carried code and the reproduction scripts
+CONFIGS = {f"configs/{p.name}" for p in (SEG_BUNDLE / "configs").iterdir() if p.is_file()}
+SHIPPED = CARRIED | CONFIGS | {"LICENSE", "docs/README.md", "models/model_t2.pt"}
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -136,7 +138,7 @@ def test_verify_packed_zip_passes(packed: Path, capsys):
 def test_unpack_gives_the_same_files_and_checksums(packed: Path, tmp_path: Path, capsys):
     out = tmp_path / "unpacked"
     assert main(["bundle", "unpack", str(packed), "--out", str(out)]) == 0
-    assert "checksums: 11 files match" in capsys.readouterr().out
+    assert f"checksums: {len(SHIPPED) + 2} files match" in capsys.readouterr().out  # + .ts, bundle_manifest.json
     files = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert files == {n.removeprefix("tiny_seg/"): d for n, d in _members(packed).items()}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging folder left behind"
