@@ -49,6 +49,7 @@ __all__ = [
     "plot_tsne",
     "saliency_overlay_png",
     "classification_metrics_table",
+    "metrics_summary_text",
     "write_classification_report",
 ]
 
@@ -528,6 +529,24 @@ one class are skipped (skipped per fold: {html.escape(skipped_text)}). Small fol
 {dice}
 {tsne}
 </ul>"""
+
+
+def metrics_summary_text(table: pd.DataFrame, report: str | os.PathLike | None = None) -> str:
+    """The metrics of :func:`classification_metrics_table` (or ``metrics.csv``) as a few printable lines: one
+    per fold (and pooled) with each metric's value and CI, then where the report is."""
+    lines = []
+    for fold, part in table.groupby("fold", sort=False):
+        first = part.iloc[0]
+        cells = []
+        for row in part.itertuples():
+            value = "n/a" if not np.isfinite(row.value) else f"{row.value:.3f}"
+            ci = f" [{row.ci_low:.3f}, {row.ci_high:.3f}]" if np.isfinite(row.ci_low) and np.isfinite(row.ci_high) \
+                else ""
+            cells.append(f"{METRIC_LABELS.get(row.metric, row.metric)} {value}{ci}")
+        lines.append(f"{fold} ({int(first.n_patients)} patients, {int(first.n_positive)} altered): " + ", ".join(cells))
+    if report is not None:
+        lines.append(f"report: {report}")
+    return "\n".join(lines)
 
 
 def write_classification_report(

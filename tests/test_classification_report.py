@@ -19,6 +19,7 @@ from evaluation.classification_report import (
     plot_roc_curves,
     plot_tsne,
     pr_curve_points,
+    metrics_summary_text,
     roc_curve_points,
     write_classification_report,
 )
@@ -140,6 +141,20 @@ def test_report_files_and_metrics(tmp_path):
     assert len(srcs) == 2 and all(s.startswith("data:image/png;base64,") for s in srcs)  # self-contained
     assert "mean of the slice probabilities" in page and "bootstrap" in page
     assert _decode_png((tmp_path / "roc.png").read_bytes()).shape[2] in (3, 4)
+
+
+def test_metrics_summary_text_prints_every_fold_with_its_cis_and_the_report(tmp_path):
+    paths = write_classification_report(tmp_path, _folds(), resamples=RESAMPLES)
+    table = pd.read_csv(paths["metrics_csv"])
+    lines = metrics_summary_text(table, paths["report"]).splitlines()
+    assert [line.split(" (")[0] for line in lines[:-1]] == ["fold0", "fold1", "fold2", POOLED]
+    assert lines[-1] == f"report: {tmp_path / 'report.html'}"
+    for fold, line in zip(["fold0", "fold1", "fold2", POOLED], lines):
+        rows = _rows(table, fold)
+        auroc = rows["auroc"]
+        assert f"AUROC {auroc['value']:.3f} [{auroc['ci_low']:.3f}, {auroc['ci_high']:.3f}]" in line
+        assert f"({int(auroc['n_patients'])} patients, {int(auroc['n_positive'])} altered)" in line
+        assert "Accuracy" in line and "Dice (mask)" in line
 
 
 def test_pool_subset_and_overlap(tmp_path):

@@ -101,7 +101,8 @@ def test_an_unreadable_image_is_skipped_and_reported(tmp_path: Path, tiny_cohort
     assert pd.read_csv(tmp_path / "out" / "predictions.csv").shape[0] == 2
 
 
-def test_evaluate_config_writes_the_classification_report(trained: Path, tiny_cohort: Path):
+def test_evaluate_config_writes_the_classification_report(trained: Path, tiny_cohort: Path, capsys):
+    capsys.readouterr()
     run_bundle(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
                meta_file=str(CONFIGS / "metadata.json"), logging_file=str(CONFIGS / "logging.conf"),
                bundle_root=str(trained), dataset_dir=str(tiny_cohort.parent), n_saliency=2,
@@ -114,6 +115,11 @@ def test_evaluate_config_writes_the_classification_report(trained: Path, tiny_co
     assert len(list((out / "saliency").glob("*.png"))) == 2
     for name in ("roc.png", "pr.png", "tsne.png", "report.html"):
         assert (out / name).stat().st_size > 0
+    printed = capsys.readouterr().out  # the metrics and where the report is, not only files
+    auroc = metrics[(metrics.fold == "external") & (metrics.metric == "auroc")].iloc[0]
+    assert f"external (8 patients, 4 altered): Accuracy " in printed
+    assert f"AUROC {auroc.value:.3f} [{auroc.ci_low:.3f}, {auroc.ci_high:.3f}]" in printed
+    assert f"report: {out / 'report.html'}" in printed
 
 
 def test_cross_validation_report_pools_the_folds_that_have_a_model(trained: Path, tiny_cohort: Path):

@@ -17,12 +17,18 @@ import pandas as pd
 import torch
 from monai.data import Dataset
 
-from evaluation.classification_report import write_classification_report
+from evaluation.classification_report import metrics_summary_text, write_classification_report
 from pipeline.inference.saliency import saliency_overlay
 from pipeline.inference.status import evaluate_status_model
 from transforms import build_transforms
 
 logger = logging.getLogger(__name__)
+
+
+def _printed(paths: dict[str, Path]) -> dict[str, Path]:
+    """Print the metrics (value and 95% CI per fold) and the report's path; return ``paths``."""
+    print(metrics_summary_text(pd.read_csv(paths["metrics_csv"]), paths["report"]), flush=True)
+    return paths
 
 
 def _saliency_patients(table: pd.DataFrame, n: int) -> list[int]:
@@ -77,8 +83,8 @@ def evaluate_status_cohort(
     """Patient-level metrics with bootstrap CIs, curves, t-SNE and saliency for one cohort (one "fold")."""
     table, features, saliency = _evaluate_items(net, datalist, spatial_size, sw_batch_size, min_tumour_pixels,
                                                 n_saliency)
-    return write_classification_report(out_dir, {name: table}, features=features, saliency_pngs=saliency,
-                                       title=title)
+    return _printed(write_classification_report(out_dir, {name: table}, features=features, saliency_pngs=saliency,
+                                                title=title))
 
 
 def evaluate_status_cross_validation(
@@ -109,5 +115,5 @@ def evaluate_status_cross_validation(
         saliency.update(pngs)
     if not tables:
         raise FileNotFoundError(f"no fold model found among {[str(p) for p in fold_models.values()]}")
-    return write_classification_report(out_dir, tables, features=pd.concat(features), saliency_pngs=saliency,
-                                       title=title)
+    return _printed(write_classification_report(out_dir, tables, features=pd.concat(features),
+                                                saliency_pngs=saliency, title=title))
