@@ -105,6 +105,9 @@ def evaluate_case(case: EvaluationCase, policy: EmptyCasePolicy = BRATS_POLICY,
         problem = _file_problem(path)
         if problem is not None:
             return _failed(row, f"missing_{kind}", path, f"{what} file {problem}: {path}")
+    if os.path.samefile(case.pred_path, case.ref_path):
+        return _failed(row, "prediction_is_reference", case.pred_path,
+                       f"the prediction {case.pred_path} is the reference file itself; it would score DSC 1")
     # label classes (1,) mean a binary mask: read it strictly, so a stray value 2 is an error, not background
     classes = None if case.ref_label_classes in (None, (1,)) else case.ref_label_classes
     try:

@@ -46,6 +46,7 @@ FAILURE_KINDS: dict[str, str] = {
     "grid_mismatch": "the prediction is not on the reference's grid (shape, spacing or affine)",
     "cohort_issue": "the cohort loader rejected the case",
     "error": "an unexpected error while computing the metrics",
+    "prediction_is_reference": "the prediction is the reference file itself (predictions written over the labels?)",
 }
 
 

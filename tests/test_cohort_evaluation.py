@@ -423,3 +423,11 @@ def test_a_symlink_loop_fails_that_case_only(setup, tmp_path):
     assert cases.loc["tiny_05", "failure"] == "missing_prediction"
     assert "cannot be accessed (Too many levels of symbolic links)" in cases.loc["tiny_05", "reason"]
     assert sorted(cases.index[cases.status == "evaluated"]) == [p for p in EVALUATED if p != "tiny_05"]
+
+
+def test_a_prediction_that_is_the_reference_file_is_not_scored(setup, tmp_path):
+    labels = setup["root"] / "labels"
+    result = CohortEvaluator(workers=1, progress=False, bootstrap=0).evaluate(pair_cohort(labels, setup["items"]))
+    cases = _by_patient(result.cases)
+    assert set(cases.failure[cases.index != "tiny_08"]) == {"prediction_is_reference"}
+    assert result.n_evaluated == 0 and "DSC 1" in cases.loc["tiny_03", "reason"]

@@ -122,6 +122,18 @@ def test_a_manifest_cell_may_name_a_series_folder(tmp_path: Path, tiny_cohort: P
     assert Path(items["tiny_00"]["image"]).is_dir() and items["tiny_00"]["label"].endswith(".nii.gz")
 
 
+def test_a_datalist_entry_may_name_a_series_folder(tmp_path: Path, tiny_cohort: Path):
+    import json
+
+    manifest = dicom_cohort(tiny_cohort, tmp_path, patients=("tiny_00",))
+    datalist = manifest.parent / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"image": "dicom/tiny_00", "label": "labels/tiny_00_t2_seg.nii.gz"}],
+                                    "modality": {"0": "T2"}}))
+    cohort = load_cohort(datalist, strict=True)
+    (item,) = cohort.datalist("t2")
+    assert item["patient_id"] == "tiny_00" and Path(item["image"]).is_dir()
+
+
 def dicom_cohort(tiny_cohort: Path, root: Path, patients: tuple[str, ...] = ("tiny_00", "tiny_01")) -> Path:
     """A copy of the tiny cohort whose ``patients`` have their T2 as a DICOM series folder (labels stay NIfTI)."""
     shutil.copytree(tiny_cohort.parent, root / "cohort")
