@@ -5,8 +5,8 @@ The zip holds one top folder named after the bundle (as the MONAI model zoo's zi
 and refuses absolute paths, ``..`` components, backslashes, symbolic links and other special files,
 encrypted members, duplicate names (also names equal up to case) and a file that is also a folder;
 each error names the member. :class:`ArchiveLimits` (total uncompressed size, member count, compression
-ratio) are checked from the archive's directory before anything is written, and the bytes actually written
-are counted against the declared sizes (a member that inflates beyond its header is refused). Extraction
+ratio) are checked from the archive's directory before anything is written; a member whose header
+understates its size cannot write more (``zipfile`` stops at the declared size, then fails its CRC check). Extraction
 goes to a temporary folder next to the target, which is then renamed into place, so a failure (e.g. a CRC
 error) leaves nothing behind.
 """
@@ -144,16 +144,6 @@ def bundle_prefix(paths: list[str]) -> str:
     raise ValueError(f"not a bundle archive: no {METADATA_MEMBER} at its root or in a single top folder")
 
 
-def _copy_bounded(src, out, declared: int, name: str) -> None:
-    """Copy a member, refusing it when it inflates beyond its declared size."""
-    written = 0
-    while block := src.read(1 << 20):
-        written += len(block)
-        if written > declared:
-            raise ArchiveLimitError(f"refusing member {name!r}: it inflates beyond its declared {declared} bytes")
-        out.write(block)
-
-
 def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike,
                  limits: ArchiveLimits | None = None) -> list[str]:
     """Extract the bundle in ``zip_path`` into folder ``dest`` (created; must not exist or be empty).
@@ -194,7 +184,7 @@ def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike,
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     with archive.open(info) as src, open(target, "wb") as out:
-                        _copy_bounded(src, out, info.file_size, info.filename)
+                        shutil.copyfileobj(src, out, 1 << 20)
                 except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
                     raise CorruptArchiveError(f"member {info.filename!r} of {zip_path} is corrupt: {exc}") from exc
                 extracted.append(rel)
