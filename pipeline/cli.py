@@ -14,7 +14,11 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from pipeline.commands import COMMANDS
+from pipeline.cpu_threads import configure_process_threads
+
+configure_process_threads()  # before any import of torch (OpenMP reads its wait policy once, when it starts)
+
+from pipeline.commands import COMMANDS  # noqa: E402  (some commands import torch at import time)
 
 _OS_HINTS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
              errno.EACCES: "permission denied", errno.ELOOP: "symlink loop"}
@@ -75,6 +79,7 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_process_threads()  # torch's intra-op threads from the usable CPUs (OMP_NUM_THREADS when set)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:

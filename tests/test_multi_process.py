@@ -65,7 +65,7 @@ def test_bundle_inference_under_torchrun_writes_each_mask_once(tiny_bundle: Path
     done = _torchrun("-m", "monai.bundle", "run", "--config_file", config_list,
                      "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
                      "--bundle_root", str(tiny_bundle), "--dataset_dir", str(tiny_cohort.parent),
-                     "--output_dir", str(sharded))
+                     "--output_dir", str(sharded), cwd=tiny_bundle)  # in the bundle folder: its scripts/
     assert done.returncode == 0, done.stderr[-3000:]
     ours, reference = _masks(sharded), _masks(single)
     n_patients = len(pd.read_csv(tiny_cohort))
