@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-__all__ = ["GZIP_MAX_RATIO", "ImageReadError", "check_nifti_size", "is_dicom_series", "load_image",
+__all__ = ["GZIP_MAX_RATIO", "ImageReadError", "check_nifti_size", "is_dicom_series", "kept_locale", "load_image",
            "read_dicom_series", "sitk_to_nifti"]
 
 #: deflate's largest compression ratio (1032:1), with a margin: no .nii.gz decompresses to more.
@@ -76,11 +77,26 @@ def sitk_to_nifti(image) -> nib.Nifti1Image:
     return img
 
 
+@contextlib.contextmanager
+def kept_locale():
+    """Restore the process locale after GDCM, which may set ``LC_CTYPE`` to "C" (Python's ``open`` would then
+    default to ASCII)."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def read_dicom_series(folder: str | os.PathLike) -> nib.Nifti1Image:
     """The one DICOM series in ``folder`` as a RAS ``Nifti1Image`` (see the module docstring)."""
+    with kept_locale():
+        return _read_dicom_series(str(folder))
+
+
+def _read_dicom_series(folder: str) -> nib.Nifti1Image:
     import SimpleITK as sitk
 
-    folder = str(folder)
     reader = sitk.ImageSeriesReader()
     try:
         series = reader.GetGDCMSeriesIDs(folder)

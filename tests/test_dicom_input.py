@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from evaluation.image_io import ImageReadError, load_image, read_dicom_series
+from evaluation.image_io import ImageReadError, kept_locale, load_image, read_dicom_series
 from pipeline.data.cohort import load_cohort
 
 pydicom = pytest.importorskip("pydicom")
@@ -38,10 +38,15 @@ def write_dicom_series(nifti: nib.Nifti1Image, folder: Path, series_uid: str = "
     image.SetSpacing(spacing.tolist())
     image.SetDirection((lps[:3, :3] / spacing).flatten().tolist())
     image.SetOrigin(lps[:3, 3].tolist())
-    direction = image.GetDirection()
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    n = image.GetDepth()
+    with kept_locale():  # GDCM's writer sets LC_CTYPE to "C"
+        _write_slices(image, writer, folder, series_uid, spacing, reverse_names)
+    return folder
+
+
+def _write_slices(image, writer, folder: Path, series_uid: str, spacing: np.ndarray, reverse_names: bool) -> None:
+    direction, n = image.GetDirection(), image.GetDepth()
     for k in range(n):
         slice_k = image[:, :, k]
         for tag, value in {
@@ -55,7 +60,6 @@ def write_dicom_series(nifti: nib.Nifti1Image, folder: Path, series_uid: str = "
             slice_k.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice_{(n - 1 - k) if reverse_names else k:03d}.dcm"))
         writer.Execute(slice_k)
-    return folder
 
 
 def _oblique(affine: np.ndarray, degrees: float) -> np.ndarray:
