@@ -102,8 +102,10 @@ def nifti_stem(name: str | os.PathLike) -> str:
 
 
 def _nifti_files(folder: Path) -> list[Path]:
+    # a broken or looping symlink is listed too: its case then fails by name instead of vanishing
     return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.name.endswith(NIFTI_SUFFIXES))
+                  if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")
+                  and p.name.endswith(NIFTI_SUFFIXES))
 
 
 def prediction_name(patient_id: str, sequence: str) -> str:

@@ -431,3 +431,18 @@ def test_a_prediction_that_is_the_reference_file_is_not_scored(setup, tmp_path):
     cases = _by_patient(result.cases)
     assert set(cases.failure[cases.index != "tiny_08"]) == {"prediction_is_reference"}
     assert result.n_evaluated == 0 and "DSC 1" in cases.loc["tiny_03", "reason"]
+
+
+def test_folder_mode_reports_a_looping_reference_instead_of_dropping_it(setup, tmp_path):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for pid in ("tiny_04", "tiny_05"):
+        shutil.copy(setup["root"] / "labels" / f"{pid}_t2_seg.nii.gz", refs)
+    (refs / "tiny_06_t2_seg.nii.gz").symlink_to("loop")
+    (refs / "loop").symlink_to("tiny_06_t2_seg.nii.gz")
+    result = CohortEvaluator(workers=1, progress=False, bootstrap=0).evaluate(pair_folders(setup["pred"], refs))
+    cases = result.cases.set_index("case_id")
+    assert sorted(cases.index) == ["tiny_04_t2_seg", "tiny_05_t2_seg", "tiny_06_t2_seg"]
+    assert cases.loc["tiny_06_t2_seg", "failure"] == "missing_reference"
+    assert "Too many levels of symbolic links" in cases.loc["tiny_06_t2_seg", "reason"]
+    assert result.n_evaluated == 2
