@@ -293,7 +293,8 @@ def test_summary_rows_add_information_only(setup):
     levels = summarize(three_sequences, ("dsc",), resamples=0)[["level", "sequence", "center"]]
     assert levels.values.tolist() == [["overall", "all", "center_a"], ["sequence", "flair", "all"],
                                       ["sequence", "t1c", "all"], ["sequence", "t2", "all"]]
-    both = pd.concat([three_sequences, three_sequences.assign(center="center_b", case_id=three_sequences.case_id + "b")])
+    second_center = three_sequences.assign(center="center_b", case_id=three_sequences.case_id + "b")
+    both = pd.concat([three_sequences, second_center])
     assert len(summarize(both, ("dsc",), resamples=0)) == 1 + 3 + 2 + 6
 
 
