@@ -245,7 +245,8 @@ def test_slice_augmentation_intensity_changes_image_only():
     label = torch.zeros(1, 48, 48)
     label[:, 20:30, 18:26] = 1
     # spatial augmentation off, every intensity transform on: the label is untouched
-    aug = build_slice_augmentation(("image", "label"), flip_prob=0.0, rotate_prob=0.0, intensity_prob=1.0)
+    aug = build_slice_augmentation(("image", "label"), flip_prob=0.0, rotate_prob=0.0, affine_prob=0.0,
+                                   elastic_prob=0.0, intensity_prob=1.0)
     aug.set_random_state(seed=3)
     out = aug({"image": image.clone(), "label": label.clone()})
     assert torch.equal(out["label"], label)
@@ -255,7 +256,8 @@ def test_slice_augmentation_intensity_changes_image_only():
     # reproducible from the seed, and off when intensity_prob=0 and the spatial part is off
     aug.set_random_state(seed=3)
     assert torch.equal(aug({"image": image.clone(), "label": label.clone()})["image"], out["image"])
-    plain = build_slice_augmentation(("image", "label"), flip_prob=0.0, rotate_prob=0.0, intensity_prob=0.0)
+    plain = build_slice_augmentation(("image", "label"), flip_prob=0.0, rotate_prob=0.0, affine_prob=0.0,
+                                     elastic_prob=0.0, intensity_prob=0.0)
     assert torch.equal(plain({"image": image.clone(), "label": label.clone()})["image"], image)
     # an image-only dict (unlabeled slices) works too
     only = build_slice_augmentation(("image",), intensity_prob=1.0)({"image": image.clone()})
@@ -277,12 +279,12 @@ def test_train_pipeline_dataloader(tmp_path):
     # left-right flip is along RAS axis 0 of the slice; label follows the image
     base = build_transforms("train", spatial_size=64, slice_policy="all", augment=False)(cases[0])
     flip = build_transforms("train", spatial_size=64, slice_policy="all", flip_prob=1.0, rotate_prob=0.0,
-                            intensity_prob=0.0)(cases[0])
+                            intensity_prob=0.0, affine_prob=0.0, elastic_prob=0.0)(cases[0])
     assert len(base) == len(flip) == 8
     assert torch.allclose(flip[3]["image"], torch.flip(base[3]["image"], dims=[1]))
     assert torch.equal(flip[3]["label"], torch.flip(base[3]["label"], dims=[1]))
     rot = build_transforms("train", spatial_size=64, slice_policy="lesion", flip_prob=0.0, rotate_prob=1.0,
-                           intensity_prob=0.0)
+                           intensity_prob=0.0, affine_prob=0.0, elastic_prob=0.0)
     rot.set_random_state(seed=1)
     rotated = rot(cases[0])
     assert set(torch.unique(rotated[0]["label"]).tolist()) <= {0.0, 1.0}  # nearest for the label
@@ -379,3 +381,30 @@ def test_atomic_writer_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypat
     monkeypatch.undo()
     assert np.array_equal(np.asanyarray(nib.load(target).dataobj), first)  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temporary file left
+
+
+def test_spatial_augmentation_keeps_image_and_label_aligned():
+    """Every spatial transform on (flip, rotation, scale/shear, elastic): the label still covers exactly the
+    bright square it labelled in the image (image bilinear, label nearest), on many random draws."""
+    image = torch.zeros(1, 64, 64)
+    image[:, 20:44, 16:40] = 1.0
+    aug = build_slice_augmentation(("image", "label"), flip_prob=0.5, rotate_prob=1.0, affine_prob=1.0,
+                                   elastic_prob=1.0, intensity_prob=0.0)
+    aug.set_random_state(seed=7)
+    moved = 0
+    for _ in range(12):
+        out = aug({"image": image.clone(), "label": image.clone()})
+        label, bright = out["label"] > 0.5, out["image"] > 0.5
+        assert set(torch.unique(out["label"]).tolist()) <= {0.0, 1.0}
+        iou = float((label & bright).sum()) / float((label | bright).sum())
+        assert iou > 0.9, iou
+        moved += not torch.equal(out["label"], image)
+    assert moved >= 10  # the transforms did move things
+
+
+def test_intensity_augmentation_covers_the_randomisations():
+    names = [type(t).__name__ for t in build_slice_augmentation(("image", "label")).transforms]
+    for expected in ("RandAffined", "Rand2DElasticd", "RandHistogramShiftd", "RandAdjustContrastd", "RandBiasFieldd",
+                     "RandGaussianSmoothd", "RandGaussianSharpend", "RandGibbsNoised", "RandKSpaceSpikeNoised",
+                     "RandSimulateLowResolutiond", "RandScaleIntensityd"):
+        assert expected in names

@@ -19,11 +19,20 @@ from monai.transforms import (
     Invertd,
     LoadImaged,
     Orientationd,
+    Rand2DElasticd,
     RandAdjustContrastd,
+    RandAffined,
     RandBiasFieldd,
     RandFlipd,
     RandGaussianNoised,
+    RandGaussianSharpend,
+    RandGaussianSmoothd,
+    RandGibbsNoised,
+    RandHistogramShiftd,
+    RandKSpaceSpikeNoised,
     RandRotated,
+    RandScaleIntensityd,
+    RandSimulateLowResolutiond,
     Resized,
     SaveImaged,
 )
@@ -36,6 +45,11 @@ from .naming import CopyToMetad, prediction_name_formatter
 from .slices import AxialSlicesd, SlicePolicy
 
 __all__ = ["build_transforms", "build_slice_augmentation", "build_postprocessing", "MODES"]
+
+# Default probabilities of the training augmentation (each transform is drawn independently per slice).
+AUGMENTATION_DEFAULTS: dict[str, float] = {
+    "flip_prob": 0.5, "rotate_prob": 0.5, "affine_prob": 0.5, "elastic_prob": 0.25, "intensity_prob": 0.3,
+}
 
 Mode = Literal["train", "validate", "infer"]
 MODES: tuple[str, ...] = ("train", "validate", "infer")
@@ -65,10 +79,12 @@ def build_transforms(
     crop_margin: int = 8,
     square_crop: bool = True,
     augment: bool = True,
-    flip_prob: float = 0.5,
-    rotate_prob: float = 0.5,
+    flip_prob: float = AUGMENTATION_DEFAULTS["flip_prob"],
+    rotate_prob: float = AUGMENTATION_DEFAULTS["rotate_prob"],
     rotate_degrees: float = 15.0,
-    intensity_prob: float = 0.3,
+    intensity_prob: float = AUGMENTATION_DEFAULTS["intensity_prob"],
+    affine_prob: float = AUGMENTATION_DEFAULTS["affine_prob"],
+    elastic_prob: float = AUGMENTATION_DEFAULTS["elastic_prob"],
     reader: str | None = None,
 ) -> Compose:
     """Preprocessing for one MRI sequence (keys ``image`` and optional ``label``: file paths).
@@ -79,8 +95,8 @@ def build_transforms(
     normalisation of the image to [0, 1].
 
     * ``"train"``: then :class:`AxialSlicesd` (``slice_policy``) -> :func:`build_slice_augmentation`
-      (left-right flip on RAS axis 0, in-plane rotation, bias field / gamma / noise) -> plain float
-      tensors ``(C, H, W)``.
+      (flip, rotation, scale/shear, elastic; bias, histogram, gamma, blur, low resolution, Gibbs,
+      spikes, scale, noise) -> plain float tensors ``(C, H, W)``.
     * ``"validate"``: the 3D volume, image and label, ``(1, H, W, D)`` MetaTensors (for ``SliceInferer``).
     * ``"infer"``: image only, ``(1, H, W, D)`` MetaTensor carrying the trace that
       :func:`build_postprocessing` inverts back to the input grid.
@@ -120,7 +136,8 @@ def build_transforms(
                 min_background=min_background,
             )
         )
-        steps.append(build_slice_augmentation(keys, augment, flip_prob, rotate_prob, rotate_degrees, intensity_prob))
+        steps.append(build_slice_augmentation(keys, augment, flip_prob, rotate_prob, rotate_degrees, intensity_prob,
+                                              affine_prob, elastic_prob))
     else:
         steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True, allow_missing_keys=True))
     return Compose(steps)
@@ -129,34 +146,59 @@ def build_transforms(
 def build_slice_augmentation(
     keys: Sequence[str] = ("image", "label"),
     augment: bool = True,
-    flip_prob: float = 0.5,
-    rotate_prob: float = 0.5,
+    flip_prob: float = AUGMENTATION_DEFAULTS["flip_prob"],
+    rotate_prob: float = AUGMENTATION_DEFAULTS["rotate_prob"],
     rotate_degrees: float = 15.0,
-    intensity_prob: float = 0.3,
+    intensity_prob: float = AUGMENTATION_DEFAULTS["intensity_prob"],
+    affine_prob: float = AUGMENTATION_DEFAULTS["affine_prob"],
+    elastic_prob: float = AUGMENTATION_DEFAULTS["elastic_prob"],
 ) -> Compose:
     """Training augmentation of one 2D slice dict, ending in plain float tensors.
 
-    Spatial (the paper's): left-right flip on RAS axis 0, in-plane rotation (image bilinear, label
-    nearest). Intensity, on the image (``keys[0]``) only, each with ``intensity_prob``: a smooth
-    multiplicative bias field, a gamma change and Gaussian noise -- the scanner effects that differ
-    between centers, so that a model trained at some centers holds up at one it never saw (the
-    noise may leave [0, 1] by a few hundredths, like noise on a real scan).
-    ``augment=False`` only converts."""
+    Made so that a model cannot lean on absolute intensity, one contrast or one scanner (the
+    domain-randomisation lesson of SynthSeg), on top of the randomised synthetic data.
+
+    Spatial (image bilinear, label nearest, so they stay aligned): left-right flip on RAS axis 0
+    (``flip_prob``), in-plane rotation up to ``rotate_degrees`` (``rotate_prob``; the paper's two),
+    scale 0.75-1.3 and shear up to 0.15 (``affine_prob``), smooth elastic deformation
+    (``elastic_prob``).
+
+    Intensity, on the image (``keys[0]``) only, each drawn with ``intensity_prob``: a smooth
+    multiplicative bias field, a random histogram shift (non-linear intensity map), gamma 0.5-2.0,
+    Gaussian blur or sharpening, simulated low resolution (down- then up-sampling), Gibbs ringing,
+    k-space spikes (at a fifth of ``intensity_prob``), a global scale of +-25 % and Gaussian noise.
+    Values may leave [0, 1] a little, like a real scan after normalisation.  ``augment=False`` only
+    converts."""
     steps: list = []
     if augment:
         image_key = keys[0]
+        modes = ("bilinear", "nearest")[: len(keys)]
         steps += [
             RandFlipd(keys, prob=flip_prob, spatial_axis=0, allow_missing_keys=True),
             RandRotated(
                 keys, range_x=math.radians(rotate_degrees), prob=rotate_prob, keep_size=True,
-                mode=("bilinear", "nearest")[: len(keys)], padding_mode="zeros", allow_missing_keys=True,
+                mode=modes, padding_mode="zeros", allow_missing_keys=True,
             ),
         ]
+        if affine_prob > 0:
+            steps.append(RandAffined(keys, prob=affine_prob, scale_range=(0.25, 0.25), shear_range=(0.15, 0.15),
+                                     mode=modes, padding_mode="zeros", allow_missing_keys=True))
+        if elastic_prob > 0:
+            steps.append(Rand2DElasticd(keys, spacing=(24, 24), magnitude_range=(0.5, 2.5), prob=elastic_prob,
+                                        mode=modes, padding_mode="zeros", allow_missing_keys=True))
         if intensity_prob > 0:
+            p = intensity_prob
             steps += [
-                RandBiasFieldd(image_key, degree=3, coeff_range=(0.0, 0.1), prob=intensity_prob),
-                RandAdjustContrastd(image_key, gamma=(0.7, 1.5), prob=intensity_prob),
-                RandGaussianNoised(image_key, std=0.08, prob=intensity_prob),
+                RandBiasFieldd(image_key, degree=3, coeff_range=(0.0, 0.25), prob=p),
+                RandHistogramShiftd(image_key, num_control_points=(4, 10), prob=p),
+                RandAdjustContrastd(image_key, gamma=(0.5, 2.0), prob=p),
+                RandGaussianSmoothd(image_key, sigma_x=(0.3, 1.2), sigma_y=(0.3, 1.2), prob=p / 2),
+                RandGaussianSharpend(image_key, prob=p / 2),
+                RandSimulateLowResolutiond(image_key, zoom_range=(0.4, 0.9), upsample_mode="bilinear", prob=p),
+                RandGibbsNoised(image_key, alpha=(0.0, 0.6), prob=p),
+                RandKSpaceSpikeNoised(image_key, prob=p / 5, intensity_range=(8.0, 11.0)),
+                RandScaleIntensityd(image_key, factors=0.25, prob=p),
+                RandGaussianNoised(image_key, std=0.06, prob=p),
             ]
     steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=False, allow_missing_keys=True))
     return Compose(steps)

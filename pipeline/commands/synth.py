@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 
 
+from pipeline.data.style import STYLE_NAMES
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="build a synthetic DMG cohort (NIfTI + manifest.csv)",
                        description=__doc__)
@@ -16,6 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preview", action="store_true", help="write one PNG per patient under OUT/preview/")
     p.add_argument("--lesion-free", action="store_true", help="healthy brains (for masked-image pretraining)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: up to 2)")
+    p.add_argument("--style", default="randomised", choices=STYLE_NAMES,
+                   help="randomised: every patient and sequence draws anatomy, lesion look, contrast and scanner "
+                        "from wide ranges (training); heldout: ranges outside the training ones (model selection); "
+                        "classic: the fixed per-center presets (default: %(default)s)")
+    p.add_argument("--skull-stripped", action="store_true",
+                   help="brains only (randomised styles make raw clinical scans with skull, scalp, orbits and neck "
+                        "by default; classic is always skull-stripped)")
+    p.add_argument("--skull-stripped-fraction", type=float, default=0.0,
+                   help="randomised styles: share of patients drawn skull-stripped (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -27,7 +39,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--patients must be at least 1")
     if not centers:
         raise ValueError("--centers names no center")
+    if not 0.0 <= args.skull_stripped_fraction <= 1.0:
+        raise ValueError("--skull-stripped-fraction must be between 0 and 1")
     manifest = generate_cohort(args.out, args.patients, centers=centers, seed=args.seed, preview=args.preview,
-                               workers=args.workers, lesion_free=args.lesion_free)
+                               workers=args.workers, lesion_free=args.lesion_free, style=args.style,
+                               skull_stripped=args.skull_stripped,
+                               skull_stripped_fraction=args.skull_stripped_fraction)
     print(f"wrote {args.patients} patients to {manifest}")
     return 0

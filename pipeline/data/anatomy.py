@@ -26,6 +26,20 @@ DISPLACEMENT_RMS_MM = (1.5, 3.5)
 FIELD_SPACING_MM = 8.0
 FIELD_SMOOTH_NODES = 3.0
 FIELD_HALF_EXTENT_MM = 140.0
+VENTRICLE_CENTRE_MNI = np.array([0.0, -8.0, 14.0])
+VENTRICLE_SIGMA_MM = np.array([16.0, 26.0, 14.0])
+
+
+@dataclass(frozen=True)
+class AnatomyRanges:
+    """Ranges of the per-patient anatomy draw (defaults: the classic cohorts)."""
+
+    rotation_sd_deg: tuple[float, float, float] = ROTATION_SD_DEG
+    rotation_max_deg: float = ROTATION_MAX_DEG
+    global_scale: tuple[float, float] = GLOBAL_SCALE_RANGE
+    axis_scale: tuple[float, float] = AXIS_SCALE_RANGE
+    displacement_rms_mm: tuple[float, float] = DISPLACEMENT_RMS_MM
+    ventricle_expansion: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,7 @@ class AnatomyTransform:
     mass_center: np.ndarray | None = None  # template mm
     mass_strength: float = 0.0
     mass_sigma: float = 1.0
+    ventricle_strength: float = 0.0  # expansion about the lateral ventricles (hydrocephalus, atrophy)
 
     def forward_linear(self, points: np.ndarray) -> np.ndarray:
         """Template mm -> patient mm, ignoring the displacement field and mass effect (for planning)."""
@@ -56,6 +71,10 @@ class AnatomyTransform:
             rel = out - self.mass_center
             r2 = np.sum(rel * rel, axis=-1, keepdims=True)
             out = self.mass_center + rel * (1.0 - self.mass_strength * np.exp(-r2 / (2.0 * self.mass_sigma ** 2)))
+        if self.ventricle_strength > 0:
+            rel = out - VENTRICLE_CENTRE_MNI
+            r2 = np.sum((rel / VENTRICLE_SIGMA_MM) ** 2, axis=-1, keepdims=True)
+            out = VENTRICLE_CENTRE_MNI + rel * (1.0 - self.ventricle_strength * np.exp(-r2 / 2.0))
         return out
 
     def _displacement(self, pts: np.ndarray) -> np.ndarray:
@@ -79,10 +98,11 @@ def rotation_matrix(angles_deg: np.ndarray) -> np.ndarray:
 
 
 def sample_anatomy(rng: np.random.Generator, center_mm: np.ndarray, mass_center: np.ndarray | None = None,
-                   mass_strength: float = 0.0, mass_sigma: float = 1.0) -> AnatomyTransform:
+                   mass_strength: float = 0.0, mass_sigma: float = 1.0,
+                   ranges: AnatomyRanges = AnatomyRanges()) -> AnatomyTransform:
     """Draw one patient's anatomy transform around ``center_mm`` (template brain centre)."""
-    angles = np.clip(rng.normal(0.0, ROTATION_SD_DEG), -ROTATION_MAX_DEG, ROTATION_MAX_DEG)
-    scale = rng.uniform(*GLOBAL_SCALE_RANGE) * rng.uniform(*AXIS_SCALE_RANGE, size=3)
+    angles = np.clip(rng.normal(0.0, ranges.rotation_sd_deg), -ranges.rotation_max_deg, ranges.rotation_max_deg)
+    scale = rng.uniform(*ranges.global_scale) * rng.uniform(*ranges.axis_scale, size=3)
     forward = rotation_matrix(angles) @ np.diag(scale)
     translation = rng.normal(0.0, TRANSLATION_SD_MM, size=3)
 
@@ -90,10 +110,11 @@ def sample_anatomy(rng: np.random.Generator, center_mm: np.ndarray, mass_center:
     noise = rng.standard_normal((3, n, n, n))
     field = np.stack([ndi.gaussian_filter(c, FIELD_SMOOTH_NODES, mode="wrap") for c in noise])
     rms = float(np.sqrt(np.mean(np.sum(field ** 2, axis=0))))
-    field *= rng.uniform(*DISPLACEMENT_RMS_MM) / max(rms, 1e-12)
+    field *= rng.uniform(*ranges.displacement_rms_mm) / max(rms, 1e-12)
+    ventricles = float(rng.uniform(*ranges.ventricle_expansion)) if ranges.ventricle_expansion[1] > 0 else 0.0
     lo = np.asarray(center_mm, dtype=np.float64) - FIELD_HALF_EXTENT_MM
     return AnatomyTransform(
         center=np.asarray(center_mm, dtype=np.float64), linear=np.linalg.inv(forward), translation=translation,
         field=np.ascontiguousarray(field), field_lo=lo, field_spacing=FIELD_SPACING_MM,
         mass_center=None if mass_center is None else np.asarray(mass_center, dtype=np.float64),
-        mass_strength=float(mass_strength), mass_sigma=float(mass_sigma))
+        mass_strength=float(mass_strength), mass_sigma=float(mass_sigma), ventricle_strength=ventricles)

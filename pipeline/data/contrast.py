@@ -28,6 +28,13 @@ class SequenceContrast:
     enhancing: float
     necrosis: float
     t1_weight: float = 0.0
+    # tissues around the brain (raw clinical scans; see :mod:`.head`)
+    fat: float = 0.0
+    muscle: float = 0.0
+    marrow: float = 0.0
+    eye: float = 0.0
+    cord: float = 0.0
+    bone: float = 0.0
 
 
 # T2: CSF > GM > WM, lesion bright.  FLAIR: CSF dark, lesion bright.
@@ -57,12 +64,19 @@ def slab_kernel(thickness_vox: float) -> np.ndarray:
     return (weights / weights.sum()).astype(np.float32)
 
 
+HEAD_SIGNALS = {"fat": "fat", "muscle": "muscle", "marrow": "marrow", "eye": "eye", "cord": "cord", "bone": "bone",
+                "csf_shell": "csf"}  # head tissue map -> SequenceContrast field
+
+
 def render_contrast(template: Template, contrast: SequenceContrast, lesion: LesionVolumes | None,
-                    slab_vox: float, mask_component: str = "whole") -> tuple[np.ndarray, np.ndarray | None]:
+                    slab_vox: float, mask_component: str = "whole",
+                    head: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Template-space image and soft reference mask, both averaged over the slice profile along z.
 
     ``mask_component`` is the lesion part that the sequence's reference mask shows:
     ``"whole"`` (T2, FLAIR) or ``"enhancing"`` (T1C).  The mask is ``None`` without a lesion.
+    ``head`` (tissue maps of :func:`~.head.head_tissues` on ``template``'s grid) adds skull, scalp,
+    orbits and neck around the brain.
     """
     c = contrast
     tissue_mix = c.csf * template.csf + c.gm * template.gm + c.wm * template.wm
@@ -72,6 +86,8 @@ def render_contrast(template: Template, contrast: SequenceContrast, lesion: Lesi
     else:
         image = tissue_mix
     image = image.astype(np.float32, copy=False)
+    for name, fraction in (head or {}).items():  # outside the brain: the T1 blend does not reach here
+        image += np.float32(getattr(c, HEAD_SIGNALS[name])) * fraction
     mask = None
     if lesion is not None:
         b = lesion.box

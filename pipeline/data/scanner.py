@@ -140,3 +140,23 @@ def storage_orientation(data_xyz: np.ndarray, affine: np.ndarray, orientation: s
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])
     flip[:2, 3] = [nx - 1, ny - 1]
     return data_xyz[::-1, ::-1, :], affine @ flip
+
+
+def tilted_geometry(fov_mm: float, in_plane_mm: float, thickness_mm: float, tilt_deg: tuple[float, float],
+                    center_mm: np.ndarray, cover_mm: np.ndarray) -> AcquisitionGeometry:
+    """An oblique axial grid: square FOV of about ``fov_mm`` at about ``in_plane_mm`` (the matrix is rounded),
+    slice planes tilted by ``(pitch, roll)`` degrees about x and y, slices covering every point of
+    ``cover_mm`` (``(n, 3)`` patient mm) along the tilted slice normal, centred in-plane on ``center_mm``."""
+    from .anatomy import rotation_matrix
+
+    matrix = max(int(round(fov_mm / in_plane_mm)), 32)
+    spacing = fov_mm / matrix
+    rot = rotation_matrix(np.array([tilt_deg[0], tilt_deg[1], 0.0]))
+    normal = rot[:, 2]
+    depth = (np.asarray(cover_mm, dtype=np.float64) - center_mm) @ normal
+    nz = int(np.ceil((depth.max() - depth.min()) / thickness_mm)) + 2  # one spare slice each side
+    first = depth.min() - thickness_mm
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([spacing, spacing, thickness_mm])
+    affine[:3, 3] = center_mm + rot @ np.array([-(matrix - 1) / 2.0 * spacing, -(matrix - 1) / 2.0 * spacing, first])
+    return AcquisitionGeometry(shape=(matrix, matrix, nz), in_plane_mm=spacing, thickness_mm=thickness_mm, affine=affine)
