@@ -48,7 +48,7 @@ def test_zip_bomb_fails_verify(tmp_path):
 
 
 @pytest.mark.parametrize("limits, message", [
-    (ArchiveLimits(max_total_bytes=10_000_000, max_ratio=1e9), "expands to 67.1 MB, more than the limit of 10.0 MB"),
+    (ArchiveLimits(max_total_bytes=10_000_000, max_ratio=1e9), "expands to 67,108,866 bytes, more than the limit of 10,000,000 bytes"),
     (ArchiveLimits(max_members=1), "2 members, more than the limit of 1"),
 ])
 def test_size_and_member_limits(tmp_path, limits, message):

@@ -64,9 +64,6 @@ def check_limits(infos: list[zipfile.ZipInfo], limits: ArchiveLimits, source: st
     if len(infos) > limits.max_members:
         raise ArchiveLimitError(f"refusing {source}: {len(infos)} members, more than the limit of {limits.max_members}")
     total = sum(i.file_size for i in infos)
-    if total > limits.max_total_bytes:
-        raise ArchiveLimitError(f"refusing {source}: it expands to {total / 1e6:.1f} MB, more than the limit of "
-                                f"{limits.max_total_bytes / 1e6:.1f} MB")
     for info in infos:
         if info.file_size >= limits.ratio_min_bytes and info.file_size > limits.max_ratio * max(info.compress_size, 1):
             raise ArchiveLimitError(f"refusing {source}: member {info.filename!r} expands {info.file_size / 1e6:.1f} MB "
@@ -76,6 +73,9 @@ def check_limits(infos: list[zipfile.ZipInfo], limits: ArchiveLimits, source: st
     if total >= limits.ratio_min_bytes and total > limits.max_ratio * max(packed, 1):
         raise ArchiveLimitError(f"refusing {source}: it expands {total / 1e6:.1f} MB from {packed / 1e6:.2f} MB "
                                 f"(ratio {total / max(packed, 1):.0f}, limit {limits.max_ratio:g})")
+    if total > limits.max_total_bytes:
+        raise ArchiveLimitError(f"refusing {source}: it expands to {total:,} bytes, more than the limit of "
+                                f"{limits.max_total_bytes:,} bytes")
 
 
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
