@@ -4,7 +4,7 @@
 #   bash scripts/reproduce_cpu.sh data                 # training cohort (center_a + center_b) and held-out center_c
 #   bash scripts/reproduce_cpu.sh train t2 [VARIANT]    # one run: fold 0 of 5 (48 training / 12 validation patients)
 #   bash scripts/reproduce_cpu.sh transfer t1c t2_MSCG-Dis [VARIANT]  # train t1c from another run's best weights
-#   bash scripts/reproduce_cpu.sh ship t2 [RUN]         # best-validation weights of RUNS/RUN -> models/, TorchScript
+#   bash scripts/reproduce_cpu.sh ship t2 [RUN]         # best-validation weights of RUNS/RUN -> models/, exports
 #   bash scripts/reproduce_cpu.sh evaluate t2 [VARIANT] [RUN]  # dmg segment + dmg evaluate, validation + held-out
 #
 # Run from the bundle folder. DATA (default ../../data) and RUNS (default ../../runs) may be set.
@@ -38,10 +38,7 @@ transfer)
 ship)
     seq=${2:?sequence}; run=${3:-${seq}_MSCG}
     cp "$RUNS/$run/model.pt" "models/model_${seq}.pt"
-    python -m monai.bundle ckpt_export network_def --filepath "models/model_${seq}.ts" \
-        --ckpt_file "models/model_${seq}.pt" --meta_file configs/metadata.json \
-        --config_file configs/inference.json
-    python -m pipeline.inference.onnx_export . --name "$seq"  # models/model_${seq}.onnx for dmg segment on CPU
+    dmg bundle ship .  # TorchScript + ONNX exports, models/model.pt, carried scripts/ (all sequences)
     ;;
 evaluate)
     seq=${2:?sequence}; variant=${3:-MSCG}; run="$RUNS/${4:-${seq}_${variant}}"
