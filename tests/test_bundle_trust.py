@@ -57,6 +57,7 @@ def test_every_shipped_config_is_wiring(bundle):
     ("$os.system('x')", "os.system is not on the allow-list"),
     ("$monai.utils.optional_import('os')[0].system('x')", "monai.utils.optional_import is not on the allow-list"),
     ("$torch.load(@model_file)", "weights_only=True"),
+    ("$torch.load(@model_file, weights_only=False)", "weights_only=True"),
     ("$@network.__class__.__init__.__globals__", "'__globals__' is not allowed"),
     ("$getattr(torch, 'load')", "'getattr' is not allowed"),
     ("$(lambda: 0)()", "call of a Lambda"),
@@ -108,6 +109,16 @@ def test_targets_and_modes_outside_the_allow_list_are_refused(tiny_bundle, field
     _set(tiny_bundle, "evil", {"_target_": "Compose", field: value, "command": "touch PWNED"})
     problems = bundle_code_problems(tiny_bundle)
     assert len(problems) == 1 and "configs/inference.json: evil#" in problems[0] and reason in problems[0]
+
+
+@pytest.mark.parametrize("component, reason", [
+    ({"_target_": "LoadImaged", "keys": "image", "reader": "NumpyReader", "allow_pickle": True}, "allow_pickle must be"),
+    ({"_target_": "PersistentDataset", "data": [], "cache_dir": ".", "weights_only": False}, "weights_only must be"),
+])
+def test_components_that_would_unpickle_are_refused(tiny_bundle, component, reason):
+    _set(tiny_bundle, "loader", component)
+    (problem,) = bundle_code_problems(tiny_bundle)
+    assert problem.startswith("configs/inference.json: loader#") and reason in problem
 
 
 def test_a_refused_key_in_another_config_file_is_named(tiny_bundle):

@@ -14,7 +14,9 @@ each of these is checked against an allow-list of *wiring*:
 * ``_target_`` names: a dotted name in :data:`ALLOWED_CALLABLES`, or a bare MONAI component name that
   MONAI's own ``ComponentLocator`` finds in an allow-listed MONAI module;
 * ``_mode_``: ``default``, ``callable`` or ``partial`` (not ``debug``);
-* ``%`` macros: an id in this file or a ``.json``/``.yaml`` file name without folders or ``..``.
+* ``%`` macros: an id in this file or a ``.json``/``.yaml`` file name without folders or ``..``;
+* arguments that make an allow-listed reader unpickle (``allow_pickle``, ``weights_only``, ``pickle_module``),
+  in a component or a call, unless they have the safe value.
 
 Each refusal names the file, the config id and the expression.
 """
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from pipeline.bundle_sharing.carried_code import CARRIED_PACKAGES
 
 __all__ = [
     "ALLOWED_BUILTINS",
@@ -47,7 +51,7 @@ ALLOWED_MODULES = ("torch", "monai", "ignite", "numpy", "pipeline", "transforms"
 ALLOWED_CALLABLES = (
     # this project's packages (installed, reviewed code) and the code a bundle carries in scripts/, which
     # :mod:`.carried_code` checks is exactly what this package generates
-    "pipeline.", "transforms.", "evaluation.", "scripts.networks.", "scripts.transforms.", "scripts.image_folder.",
+    "pipeline.", "transforms.", "evaluation.", *(f"{p}." for p in CARRIED_PACKAGES),
     # MONAI building blocks (not monai.bundle, monai.apps downloads or monai.utils' import/instantiate helpers)
     "monai.transforms.", "monai.networks.", "monai.inferers.", "monai.handlers.", "monai.engines.", "monai.data.",
     "monai.losses.", "monai.metrics.", "monai.optimizers.", "monai.utils.set_determinism", "monai.utils.enums.",
@@ -78,6 +82,11 @@ ALLOWED_METHODS = frozenset({
     "split", "join", "replace",
 })
 """Methods that may be called on values (references, call results, lambda arguments)."""
+
+UNPICKLING_SWITCHES = {"allow_pickle": False, "weights_only": True}
+"""Arguments of allow-listed callables that would unpickle files (``numpy.load``, ``torch.load``, MONAI's
+``NumpyReader`` and ``PersistentDataset``): only the safe value is accepted, in a component or a call."""
+REFUSED_ARGUMENTS = frozenset({"pickle_module", "trust_remote_code"})
 
 MONAI_COMPONENT_MODULES = tuple(p.rstrip(".") for p in ALLOWED_CALLABLES if p.startswith("monai."))
 ALLOWED_MODES = frozenset({"default", "callable", "partial"})
@@ -233,10 +242,10 @@ class _ExpressionChecker:
         if dotted is not None:
             if not _allowed_dotted(dotted):
                 raise _Refused(f"call of {dotted} is not on the allow-list")
-            if dotted == "torch.load" and not any(
+            if dotted in ("torch.load", "numpy.load") and not any(
                     k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
                     for k in node.keywords):
-                raise _Refused("torch.load without weights_only=True (unpickles arbitrary objects)")
+                raise _Refused(f"{dotted} without weights_only=True (unpickles arbitrary objects)")
         elif isinstance(func, ast.Name):
             self._check_name(func, local)
             if func.id in local:
@@ -254,7 +263,16 @@ class _ExpressionChecker:
         for kw in node.keywords:
             if kw.arg is None:
                 raise _Refused("'**' arguments are not allowed")
+            _check_argument(kw.arg, kw.value.value if isinstance(kw.value, ast.Constant) else kw.value)
             self.check(kw.value, local)
+
+
+def _check_argument(name: str, value: Any) -> None:
+    """Refuse an argument that would make an allow-listed callable unpickle (see :data:`UNPICKLING_SWITCHES`)."""
+    if name in REFUSED_ARGUMENTS:
+        raise _Refused(f"argument {name!r} is not allowed")
+    if name in UNPICKLING_SWITCHES and value is not UNPICKLING_SWITCHES[name]:
+        raise _Refused(f"{name} must be {UNPICKLING_SWITCHES[name]} (anything else unpickles arbitrary objects)")
 
 
 def check_expression(text: str, imports: dict[str, str] | None = None) -> dict[str, str]:
@@ -320,6 +338,13 @@ def check_config_value(config: Any, file: str, imports: dict[str, str] | None = 
                 problems.append(ConfigProblem(file, key, str(value),
                                               f"_mode_ must be one of {', '.join(sorted(ALLOWED_MODES))}"))
             continue
+        name = key.rsplit("#", 1)[-1]
+        if name in UNPICKLING_SWITCHES or name in REFUSED_ARGUMENTS:
+            try:
+                _check_argument(name, value)
+            except ValueError as exc:
+                problems.append(ConfigProblem(file, key, str(value), str(exc)))
+                continue
         if not isinstance(value, str):
             continue
         if value.startswith("$"):
