@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     verify.add_argument("path", metavar="FILE_OR_DIR", help="bundle zip or bundle folder")
     verify.add_argument("--n", type=int, default=2,
                         help="value of n in the metadata's '16*n' input shapes for the in/out check "
-                             "(default: %(default)s; instance norm needs n >= 2)")
+                             "(default: %(default)s; the MONAI Model Zoo checks n=1)")
     verify.add_argument("--atol", type=float, default=1e-4,
                         help="largest TorchScript vs PyTorch difference (default: %(default)g)")
     verify.add_argument("--trusted-key", dest="trusted_keys", metavar="PUB", action="append", default=[],
