@@ -29,7 +29,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bundle", help="pack, verify and unpack bundles to share (zip with checksums)",
+    p = sub.add_parser("bundle", help="pack, sign, verify, unpack and ship bundles to share",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
 
