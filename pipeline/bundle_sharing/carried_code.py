@@ -140,7 +140,8 @@ def check_carried_code(bundle_dir: str | os.PathLike) -> list[str]:
     if not on_disk:
         return []
     expected = carried_files()
-    problems = [f"{rel}: carried code differs from what this dmg-pipeline generates (edited, or another version)"
+    problems = [f"{rel}: carried code differs from what this dmg-pipeline generates (edited, or shipped by another "
+                f"version; for a bundle of your own, re-run `dmg bundle ship {bundle}`)"
                 for rel, path in sorted(on_disk.items()) if rel in expected and path.read_bytes() != expected[rel]]
     problems += [f"{rel}: unexpected file in carried code" for rel in sorted(set(on_disk) - set(expected))]
     problems += [f"{rel}: missing from carried code" for rel in sorted(set(expected) - set(on_disk))]
