@@ -282,6 +282,7 @@ def bench_inference(cfg: Config) -> dict:
                                      "features": features or list(PAPER_FEATURES)}
         bundle = tmp / "bundle"
         shutil.copytree(BUNDLE / "configs", bundle / "configs")
+        shutil.copytree(BUNDLE / "scripts", bundle / "scripts")  # the code the configs name
         (bundle / "models").mkdir()
         torch.manual_seed(0)
         net = build_generator("MSCG", **({"features": features} if features else {})).eval()

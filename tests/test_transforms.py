@@ -408,3 +408,31 @@ def test_intensity_augmentation_covers_the_randomisations():
                      "RandGaussianSmoothd", "RandGaussianSharpend", "RandGibbsNoised", "RandKSpaceSpikeNoised",
                      "RandSimulateLowResolutiond", "RandScaleIntensityd"):
         assert expected in names
+
+
+def test_n4_removes_a_smooth_bias_and_keeps_shape_and_affine():
+    from monai.data import MetaTensor
+
+    from transforms import N4BiasFieldCorrectiond
+
+    rng = np.random.default_rng(0)
+    shape = (48, 48, 12)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    head = ((grid ** 2).sum(0) < 0.8).astype(np.float32)
+    tissue = head * (100.0 + rng.normal(0, 2, shape))
+    bias = np.exp(0.4 * grid[0] + 0.2 * grid[1])
+    affine = torch.tensor([[0.0, -0.9, 0.0, 10.0], [0.9, 0.0, 0.0, -5.0], [0.0, 0.0, 5.0, 2.0], [0, 0, 0, 1.0]])
+    image = MetaTensor(torch.from_numpy((tissue * bias)[None].astype(np.float32)), affine=affine)
+    out = N4BiasFieldCorrectiond("image", shrink_factor=2)({"image": image})["image"]
+    assert isinstance(out, MetaTensor) and out.shape == image.shape and torch.equal(out.affine, image.affine)
+    inside = head > 0
+
+    def spread(a: np.ndarray) -> float:
+        values = a[inside]
+        return float(values.std() / values.mean())
+
+    assert spread(out[0].numpy()) < 0.5 * spread(image[0].numpy())
+    # off by default in the preprocessing; on with n4=True
+    names = [type(t).__name__ for t in build_transforms("infer", n4=True).transforms]
+    assert "N4BiasFieldCorrectiond" in names
+    assert "N4BiasFieldCorrectiond" not in [type(t).__name__ for t in build_transforms("infer").transforms]

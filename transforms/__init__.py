@@ -1,6 +1,7 @@
 """MONAI dictionary transforms for dmg-pipeline (never imports ``pipeline`` or ``evaluation``)."""
 
 from .atomic_writer import AtomicNibabelWriter
+from .bias_field import N4BiasFieldCorrection, N4BiasFieldCorrectiond
 from .builders import MODES, build_postprocessing, build_slice_augmentation, build_transforms
 from .crop import InPlaneForegroundCrop, InPlaneForegroundCropd
 from .intensity import PercentileNormalize, PercentileNormalized
@@ -18,6 +19,8 @@ __all__ = [
     "BinarizeLabeld",
     "CopyToMetad",
     "InPlaneForegroundCrop",
+    "N4BiasFieldCorrection",
+    "N4BiasFieldCorrectiond",
     "InPlaneForegroundCropd",
     "PercentileNormalize",
     "PercentileNormalized",

@@ -38,6 +38,7 @@ from monai.transforms import (
 )
 
 from .atomic_writer import AtomicNibabelWriter
+from .bias_field import N4BiasFieldCorrectiond
 from .crop import InPlaneForegroundCropd
 from .intensity import PercentileNormalized
 from .label import BinarizeLabeld
@@ -86,11 +87,12 @@ def build_transforms(
     affine_prob: float = AUGMENTATION_DEFAULTS["affine_prob"],
     elastic_prob: float = AUGMENTATION_DEFAULTS["elastic_prob"],
     reader: str | None = None,
+    n4: bool = False,
 ) -> Compose:
     """Preprocessing for one MRI sequence (keys ``image`` and optional ``label``: file paths).
 
     Common 3D part: load -> channel first -> binarise label (``data[classes_key]``, default ``> 0``) ->
-    orient RAS (last axis = axial S) -> in-plane foreground crop -> in-plane resize to ``spatial_size``
+    orient RAS (last axis = axial S) -> optional N4 bias-field correction (``n4``) -> in-plane foreground crop -> in-plane resize to ``spatial_size``
     (image bilinear + anti-aliasing, label nearest-exact; slice axis untouched) -> percentile
     normalisation of the image to [0, 1].
 
@@ -118,6 +120,10 @@ def build_transforms(
     steps += [
         DeleteItemsd(classes_key),  # ragged lists would break batch collation
         Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")), allow_missing_keys=True),
+    ]
+    if n4:
+        steps.append(N4BiasFieldCorrectiond(image_key))
+    steps += [
         InPlaneForegroundCropd(
             keys, source_key=image_key, threshold=crop_threshold, margin=crop_margin, square=square_crop,
             allow_missing_keys=True,
