@@ -39,7 +39,8 @@ FEATURES = [4, 8, 16]
 CARRIED = {p.relative_to(SEG_BUNDLE).as_posix() for p in (SEG_BUNDLE / "scripts").rglob("*")
            if p.is_file() and "__pycache__" not in p.parts}  # carried code and the reproduction scripts
 CONFIGS = {f"configs/{p.name}" for p in (SEG_BUNDLE / "configs").iterdir() if p.is_file()}
-SHIPPED = CARRIED | CONFIGS | {"LICENSE", "docs/README.md", "models/model_t2.pt"}
+DOCS = {f"docs/{p.name}" for p in (SEG_BUNDLE / "docs").iterdir() if p.is_file()}
+SHIPPED = CARRIED | CONFIGS | DOCS | {"LICENSE", "models/model_t2.pt"}
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

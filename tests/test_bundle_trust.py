@@ -143,6 +143,14 @@ def test_edited_carried_code_is_refused(tiny_bundle):
     assert any("scripts/transforms/extra.py: unexpected file" in p for p in bundle_code_problems(tiny_bundle))
 
 
+def test_a_bundle_without_the_carried_code_its_configs_name_is_refused(tiny_bundle):
+    import shutil
+
+    shutil.rmtree(tiny_bundle / "scripts")
+    (problem,) = bundle_code_problems(tiny_bundle)
+    assert problem.startswith("scripts/: missing, but the configs name code in it")
+
+
 def test_segment_refuses_in_one_line_and_writes_nothing(tiny_bundle, tiny_cohort, tmp_path, capsys):
     mark, out = tmp_path / "PWNED", tmp_path / "preds"
     _set(tiny_bundle, "threshold", _touch(mark))

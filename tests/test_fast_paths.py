@@ -45,6 +45,7 @@ def _bundle(root: Path, image_file: Path) -> Path:
     with torch.no_grad():
         net.head.bias -= net(volume.as_tensor().permute(3, 0, 1, 2)).median()
     shutil.copytree(BUNDLE / "configs", root / "configs")
+    shutil.copytree(BUNDLE / "scripts", root / "scripts")  # the code the configs name
     (root / "models").mkdir()
     torch.save(net.state_dict(), root / "models" / "model_t2.pt")
     torch.jit.script(net).save(str(root / "scripted.ts"))

@@ -139,6 +139,7 @@ def test_model_file_resolution(bundle: Path, tmp_path: Path):
     # a bundle with only models/model_t2.ts falls back to it; TorchScript is recognised by content, not name
     ts_only = tmp_path / "ts_bundle"
     shutil.copytree(bundle / "configs", ts_only / "configs")
+    shutil.copytree(bundle / "scripts", ts_only / "scripts")
     (ts_only / "models").mkdir()
     shutil.copy(bundle / "scripted.ts", ts_only / "models" / "model_t2.ts")
     model = load_segmentation_model(ts_only, "t2", device="cpu", overrides=overrides)
@@ -278,6 +279,7 @@ def test_errors_name_the_problem(case: str, expected: str, bundle: Path, tiny_co
     elif case == "no_model":
         root = tmp_path / "no_model"
         shutil.copytree(bundle / "configs", root / "configs")
+        shutil.copytree(bundle / "scripts", root / "scripts")
     elif case == "wrong_width":
         tiny = False
     elif case == "unknown_key":

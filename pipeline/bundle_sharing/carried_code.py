@@ -134,11 +134,14 @@ def write_carried_code(bundle_dir: str | os.PathLike) -> list[str]:
 
 def check_carried_code(bundle_dir: str | os.PathLike) -> list[str]:
     """Problems (one line each) of the bundle's carried code against what this package generates; empty when
-    the bundle carries none or exactly the generated files."""
+    the bundle carries exactly the generated files, or none and its configs name none."""
     bundle = Path(bundle_dir)
     on_disk = _carried_on_disk(bundle)
     if not on_disk:
-        return []
+        named = any("scripts." in p.read_text(encoding="utf-8", errors="replace")
+                    for p in (bundle / "configs").glob("*.json")) if (bundle / "configs").is_dir() else False
+        return ["scripts/: missing, but the configs name code in it (copy the bundle's scripts/ folder too, or "
+                f"re-run `dmg bundle ship {bundle}`)"] if named else []
     expected = carried_files()
     problems = [f"{rel}: carried code differs from what this dmg-pipeline generates (edited, or shipped by another "
                 f"version; for a bundle of your own, re-run `dmg bundle ship {bundle}`)"
