@@ -192,3 +192,19 @@ def test_require_safe_bundle_names_the_first_problem_and_the_count(tiny_bundle):
     _set(tiny_bundle, "amp", "$exec('1')")
     with pytest.raises(UntrustedBundleError, match=r"\(and 1 more\)"):
         require_safe_bundle(tiny_bundle)
+
+
+def test_each_bundle_imports_its_own_carried_code(tiny_bundle, tmp_path):
+    import shutil
+    import sys
+
+    from pipeline.bundle_sharing.trust import activate_bundle_code
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_bundle, other)
+    for bundle in (tiny_bundle, other, tiny_bundle):
+        activate_bundle_code(bundle)
+        import scripts.networks
+
+        assert Path(scripts.networks.__file__).resolve().is_relative_to(bundle.resolve())
+    assert str(other.resolve()) not in sys.path

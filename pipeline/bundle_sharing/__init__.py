@@ -8,7 +8,10 @@
 * :mod:`.bundle_models`: ``network_def`` for a weights file, TorchScript export;
 * :mod:`.model_checks`: the ``verify_net_in_out`` check on the shipped weights, TorchScript vs PyTorch;
 * :mod:`.report`: the PASS/FAIL/WARN/NOTE table;
-* :mod:`.pack`, :mod:`.unpack`, :mod:`.verify`: the three operations.
+* :mod:`.config_allowlist`, :mod:`.trust`: configs parsed, never evaluated, against an allow-list of wiring;
+  ``logging.conf``; carried code (:mod:`.carried_code`, generated from the packages);
+* :mod:`.signing`: Ed25519 signatures of the checksum manifest;
+* :mod:`.pack`, :mod:`.unpack`, :mod:`.verify`, :mod:`.ship`: the operations.
 """
 
 from pipeline.bundle_sharing.archive import CorruptArchiveError, UnsafeArchiveError, safe_extract, write_zip
