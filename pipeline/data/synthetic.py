@@ -39,7 +39,9 @@ from .anatomy import AnatomyRanges, sample_anatomy
 from .artefacts import apply_ghosting, apply_gibbs, apply_nonlinearity
 from .cohort import SEQUENCES
 from .contrast import SEQUENCE_CONTRASTS, jitter_contrast, render_contrast
-from .h3k27m import draw_h3k27m
+from evaluation.classification_ceiling import CEILING_KEY, bayes_ceiling
+
+from .h3k27m import STYLE_STATUS_INTERCEPT, STYLE_STATUS_WEIGHTS, draw_h3k27m, draw_style_h3k27m
 from .head import head_tissues, load_head
 from .lesion import SITES, LesionVolumes, render_lesion, sample_lesion_spec, sample_style_lesion
 from .sampling import acquire
@@ -76,6 +78,7 @@ class PatientTask:
     style: str = "classic"
     skull_stripped: bool = True
     skull_stripped_fraction: float = 0.0  # randomised styles: share of patients drawn skull-stripped
+    status_signal: float = 1.0  # randomised styles: multiplier of the H3K27M status logit
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,14 @@ def generate_patient(task: PatientTask) -> dict[str, str]:
         ranges=AnatomyRanges() if classic else style_anatomy_ranges(style))
     patient_corners = anatomy.forward_linear(corners)
     patient_centre = anatomy.forward_linear(brain_centre)
-    status = "" if lesion is None else str(draw_h3k27m(rngs["status"], spec.site, lesion.enhancing_fraction))
+    probability = None
+    if lesion is None:
+        status = ""
+    elif classic:
+        status = str(draw_h3k27m(rngs["status"], spec.site, lesion.enhancing_fraction))
+    else:
+        drawn, probability = draw_style_h3k27m(rngs["status"], spec, task.status_signal)
+        status = str(drawn)
     if classic:
         contrasts = {seq: jitter_contrast(SEQUENCE_CONTRASTS[seq], rngs["contrast"]) for seq in SEQUENCES}
         z_range = (patient_corners[:, 2].min() - Z_MARGIN_MM, patient_corners[:, 2].max() + Z_MARGIN_MM)
@@ -204,7 +214,7 @@ def generate_patient(task: PatientTask) -> dict[str, str]:
     parameters: dict = {"style": task.style, "skull_stripped": bool(head is None),
                         "lesion": None if spec is None else asdict(spec), "sequences": {}}
     if not classic:
-        parameters.update(anatomy_scale=head_scale, ventricle_expansion=anatomy.ventricle_strength,
+        parameters.update(h3k27m_probability=probability, anatomy_scale=head_scale, ventricle_expansion=anatomy.ventricle_strength,
                           head_layers=asdict(layers), contrasts={k: asdict(v) for k, v in contrasts.items()})
     images, masks = {}, {}
     for seq in SEQUENCES:
@@ -255,7 +265,8 @@ def generate_patient(task: PatientTask) -> dict[str, str]:
         write_preview(out / "preview" / f"{task.patient_id}.png", images, masks,
                       f"{task.patient_id}: {where} ({row['orientation']} storage, radiological view)", titles,
                       world_z=None if centroid is None else float(centroid[2]))
-    return {k: row.get(k, "") for k in MANIFEST_COLUMNS}
+    manifest_row = {k: row.get(k, "") for k in MANIFEST_COLUMNS}
+    return manifest_row if probability is None else {**manifest_row, "h3k27m_probability": probability}
 
 
 @contextlib.contextmanager
@@ -299,7 +310,7 @@ def cohort_parameters(n_patients: int, centers: Sequence[str], seed: int, lesion
 def generate_cohort(out_dir: str | os.PathLike, n_patients: int, centers: Sequence[str] = ("center_a", "center_b"),
                     seed: int = 0, preview: bool = False, workers: int | None = None, lesion_free: bool = False,
                     progress: bool = True, style: str = "classic", skull_stripped: bool = False,
-                    skull_stripped_fraction: float = 0.0) -> Path:
+                    skull_stripped_fraction: float = 0.0, status_signal: float = 1.0) -> Path:
     """Write a synthetic DMG cohort to ``out_dir`` and return the path of its ``manifest.csv``.
 
     Patient ``i`` is scanned at ``centers[i % len(centers)]``.  ``lesion_free=True`` makes
@@ -308,12 +319,18 @@ def generate_cohort(out_dir: str | os.PathLike, n_patients: int, centers: Sequen
     ``style``: ``"classic"`` (per-center presets, skull-stripped) or a randomised style of
     :data:`pipeline.data.style.STYLES` (``"randomised"`` for training, ``"heldout"`` for selection),
     raw clinical scans with skull and scalp unless ``skull_stripped`` (or, per patient, with probability
-    ``skull_stripped_fraction``).
+    ``skull_stripped_fraction``).  Randomised styles draw the H3K27M status from a logistic model of the
+    lesion's latent variables whose logit ``status_signal`` multiplies (:mod:`.h3k27m`), and ``synth.json``
+    records the cohort's Bayes-optimal AUROC and accuracy under ``h3k27m_ceiling``.
     """
     if not 0.0 <= float(skull_stripped_fraction) <= 1.0:
         raise ValueError(f"skull_stripped_fraction must be in [0, 1], got {skull_stripped_fraction}")
     if style not in STYLE_NAMES:
         raise ValueError(f"unknown style {style!r}; expected one of {', '.join(STYLE_NAMES)}")
+    if not (np.isfinite(status_signal) and status_signal >= 0):
+        raise ValueError(f"status_signal must be a finite number >= 0, got {status_signal}")
+    if style == "classic" and status_signal != 1.0:
+        raise ValueError("status_signal applies to the randomised styles only; the classic status model is fixed")
     skull_stripped = True if style == "classic" else bool(skull_stripped)
     if isinstance(centers, str):
         centers = [centers]
@@ -333,7 +350,7 @@ def generate_cohort(out_dir: str | os.PathLike, n_patients: int, centers: Sequen
         (out / sub).mkdir(parents=True, exist_ok=True)
 
     tasks = [PatientTask(str(out), i, pid, centers[i % len(centers)], seed, bool(lesion_free), bool(preview),
-                         style, skull_stripped, float(skull_stripped_fraction))
+                         style, skull_stripped, float(skull_stripped_fraction), float(status_signal))
              for i, pid in enumerate(patient_ids(n_patients))]
     rows: list[dict[str, str] | None] = [None] * n_patients
     load_template() if skull_stripped else load_head()  # warm the cache once; forked workers inherit it
@@ -352,10 +369,15 @@ def generate_cohort(out_dir: str | os.PathLike, n_patients: int, centers: Sequen
                     bar.update()
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(out / "synth.json", json.dumps(cohort_parameters(n_patients, centers, seed, lesion_free, style, skull_stripped,
-                                                                     float(skull_stripped_fraction)),
-                                                     indent=2, sort_keys=True) + "\n")
+    document = cohort_parameters(n_patients, centers, seed, lesion_free, style, skull_stripped,
+                                 float(skull_stripped_fraction))
+    if style != "classic" and not lesion_free:
+        ceiling = bayes_ceiling([r["h3k27m_probability"] for r in rows], [int(r["h3k27m"]) for r in rows])
+        document[CEILING_KEY] = {**ceiling, "status_signal": float(status_signal),
+                                 "status_model": {"intercept": STYLE_STATUS_INTERCEPT, "weights": STYLE_STATUS_WEIGHTS,
+                                                  "source": "pipeline.data.h3k27m.style_status_probability"}}
+    atomic_write_text(out / "synth.json", json.dumps(document, indent=2, sort_keys=True) + "\n")
     return atomic_write_text(out / "manifest.csv", buf.getvalue())
