@@ -13,7 +13,8 @@ beat the classifier that knows ``p``, so its scores are the ceiling printed besi
   cohort grows), i.e. what the cohort's latent variables allow before the coin flips.
 
 The ceiling is an upper bound: images show the latent variables only approximately.
-:func:`read_status_ceiling` reads it from a cohort's ``synth.json``.
+:func:`read_status_ceiling` reads it from a cohort's ``synth.json``; :func:`status_ceiling_for` recomputes
+it on exactly the patients a report scores, from their ``parameters/<patient_id>.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 __all__ = ["CEILING_KEY", "SYNTH_JSON", "bayes_ceiling", "expected_auroc", "read_status_ceiling",
-           "ceiling_text"]
+           "status_ceiling_for", "ceiling_text"]
 
 SYNTH_JSON = "synth.json"
 CEILING_KEY = "h3k27m_ceiling"
@@ -113,3 +114,26 @@ def ceiling_text(ceiling: dict[str, Any] | None) -> str:
             f"{ceiling.get('status_signal', 'n/a')}): AUROC {_fmt(ceiling.get('bayes_auroc'))}, accuracy "
             f"{_fmt(ceiling.get('bayes_accuracy'))} on this cohort's {ceiling.get('n_patients', '?')} patients "
             f"(expected AUROC {_fmt(ceiling.get('expected_bayes_auroc'))})")
+
+
+def status_ceiling_for(cohort_dir: str | os.PathLike | None, patient_ids: Sequence[str],
+                       statuses: Sequence[int]) -> dict[str, Any] | None:
+    """The ceiling on the given patients of a synthetic cohort: :func:`bayes_ceiling` of their recorded
+    ``h3k27m_probability`` (``cohort_dir/parameters/<patient_id>.json``) and ``statuses``, with the
+    cohort's ``status_signal``. Falls back to the whole cohort's block of ``synth.json`` (marked
+    ``"scope": "cohort"``) when a patient's probability is missing; None without a ceiling block."""
+    block = read_status_ceiling(cohort_dir)
+    if block is None:
+        return None
+    probabilities = []
+    for pid in patient_ids:
+        path = Path(cohort_dir) / "parameters" / f"{pid}.json"
+        try:
+            probability = json.loads(path.read_text()).get("h3k27m_probability")
+        except (OSError, ValueError):
+            probability = None
+        if probability is None:
+            return {**block, "scope": "cohort"}
+        probabilities.append(float(probability))
+    ceiling = bayes_ceiling(probabilities, statuses)
+    return {**ceiling, "status_signal": block.get("status_signal"), "scope": "evaluated patients"}

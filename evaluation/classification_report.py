@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.atomic_io import atomic_write_bytes, atomic_write_text
+from evaluation.classification_ceiling import ceiling_text
 from evaluation.classification import (
     CLASSIFICATION_METRICS,
     _as_arrays,
@@ -531,9 +532,11 @@ one class are skipped (skipped per fold: {html.escape(skipped_text)}). Small fol
 </ul>"""
 
 
-def metrics_summary_text(table: pd.DataFrame, report: str | os.PathLike | None = None) -> str:
+def metrics_summary_text(table: pd.DataFrame, report: str | os.PathLike | None = None,
+                         ceiling: Mapping[str, Any] | None = None) -> str:
     """The metrics of :func:`classification_metrics_table` (or ``metrics.csv``) as a few printable lines: one
-    per fold (and pooled) with each metric's value and CI, then where the report is."""
+    per fold (and pooled) with each metric's value and CI, the Bayes-optimal ceiling of the cohort when
+    known (:mod:`evaluation.classification_ceiling`), then where the report is."""
     lines = []
     for fold, part in table.groupby("fold", sort=False):
         first = part.iloc[0]
@@ -544,6 +547,8 @@ def metrics_summary_text(table: pd.DataFrame, report: str | os.PathLike | None =
                 else ""
             cells.append(f"{METRIC_LABELS.get(row.metric, row.metric)} {value}{ci}")
         lines.append(f"{fold} ({int(first.n_patients)} patients, {int(first.n_positive)} altered): " + ", ".join(cells))
+    if ceiling:
+        lines.append(ceiling_text(dict(ceiling)))
     if report is not None:
         lines.append(f"report: {report}")
     return "\n".join(lines)
@@ -562,6 +567,7 @@ def write_classification_report(
     pool: Sequence[str] | None = None,
     probability_definition: str = "mean of the slice probabilities P(altered) over the slices that show the tumour",
     inputs: Mapping[str, str] | None = None,
+    ceiling: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write the H3K27M status report into ``out_dir``; returns the written paths by name.
 
@@ -581,6 +587,9 @@ def write_classification_report(
         pool: the folds whose patients make the pooled row and curve (default: all; ``[]``: none).
         probability_definition: how the patient probability was obtained (for the definitions).
         inputs: extra key/value lines for the report's header table (e.g. the model, cohort).
+        ceiling: the Bayes-optimal AUROC and accuracy of the scored patients
+            (:func:`evaluation.classification_ceiling.status_ceiling_for`), printed beside the
+            model's metrics and stored in ``metrics.json`` under ``"ceiling"``.
 
     Files: ``patients.csv`` (every fold's patients with ``status``, ``predicted`` (0/1 at
     ``threshold``), ``predicted_status`` and ``correct``), ``metrics.csv`` (long: one row per
@@ -639,6 +648,7 @@ def write_classification_report(
         "groups": groups,
         "tsne": tsne_info,
         "saliency": saliency_files,
+        "ceiling": dict(ceiling) if ceiling else None,
     }
     paths["metrics_json"] = atomic_write_text(out / "metrics.json",
                                               json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
@@ -651,6 +661,9 @@ def write_classification_report(
     parts.append(html_table(["", ""], info))
     parts.append("<h2>Metrics</h2>")
     parts.append(_metrics_html(table, confidence))
+    if ceiling:
+        parts.append(f"<p><b>Ceiling</b>: {html.escape(ceiling_text(dict(ceiling)))}. No model that sees only the "
+                     "images can beat it: the status was drawn from these probabilities.</p>")
     parts.append("<h2>ROC and precision-recall curves</h2><div class='pair'>")
     parts += [img_tag(roc_png, "ROC curves"), img_tag(pr_png, "precision-recall curves")]
     parts.append("</div>")

@@ -157,6 +157,39 @@ def test_metrics_summary_text_prints_every_fold_with_its_cis_and_the_report(tmp_
         assert "Accuracy" in line and "Dice (mask)" in line
 
 
+def test_report_prints_the_ceiling_of_exactly_the_scored_patients(tmp_path, capsys):
+    from evaluation.classification_ceiling import bayes_ceiling, status_ceiling_for
+
+    folds = _folds(n_folds=2)
+    cohort = tmp_path / "cohort"
+    (cohort / "parameters").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    latent = {}
+    for table in folds.values():
+        for pid in table.patient_id:
+            latent[pid] = float(rng.uniform())
+            (cohort / "parameters" / f"{pid}.json").write_text(json.dumps({"h3k27m_probability": latent[pid]}))
+    (cohort / "parameters" / "not_scored.json").write_text(json.dumps({"h3k27m_probability": 0.99}))
+    (cohort / "synth.json").write_text(json.dumps({"h3k27m_ceiling": {"status_signal": 1.0, "bayes_auroc": 0.1}}))
+    patients = pd.concat(folds.values())
+    ceiling = status_ceiling_for(cohort, patients.patient_id.tolist(), patients.label.tolist())
+    expected = bayes_ceiling([latent[p] for p in patients.patient_id], patients.label)
+    assert ceiling["bayes_auroc"] == pytest.approx(expected["bayes_auroc"]) and ceiling["n_patients"] == 28
+    assert ceiling["scope"] == "evaluated patients" and ceiling["status_signal"] == 1.0
+    # a patient without a recorded probability: the whole cohort's block, marked as such
+    assert status_ceiling_for(cohort, ["nobody"], [1])["scope"] == "cohort"
+
+    paths = write_classification_report(tmp_path / "r", folds, resamples=RESAMPLES, ceiling=ceiling)
+    stored = json.loads(paths["metrics_json"].read_text())["ceiling"]
+    assert stored["bayes_auroc"] == pytest.approx(ceiling["bayes_auroc"])
+    assert f"AUROC {ceiling['bayes_auroc']:.3f}" in paths["report"].read_text().split("<h2>Metrics</h2>")[1]
+    lines = metrics_summary_text(pd.read_csv(paths["metrics_csv"]), paths["report"], ceiling).splitlines()
+    assert lines[-2].startswith("ceiling (Bayes-optimal") and f"AUROC {ceiling['bayes_auroc']:.3f}" in lines[-2]
+    plain = write_classification_report(tmp_path / "plain", folds, resamples=RESAMPLES)
+    assert json.loads(plain["metrics_json"].read_text())["ceiling"] is None
+    assert "Ceiling" not in plain["report"].read_text()
+
+
 def test_pool_subset_and_overlap(tmp_path):
     folds = _folds(n_folds=2)
     external = folds["fold0"].assign(probability=lambda d: 1 - d["probability"])  # same patients, other model

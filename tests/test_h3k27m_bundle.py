@@ -101,11 +101,21 @@ def test_an_unreadable_image_is_skipped_and_reported(tmp_path: Path, tiny_cohort
     assert pd.read_csv(tmp_path / "out" / "predictions.csv").shape[0] == 2
 
 
-def test_evaluate_config_writes_the_classification_report(trained: Path, tiny_cohort: Path, capsys):
+def test_evaluate_config_writes_the_classification_report(trained: Path, tiny_cohort: Path, capsys, tmp_path: Path):
+    import json
+    import shutil
+
+    cohort = tmp_path / "cohort"  # the tiny cohort as a synthetic one with a status ceiling
+    shutil.copytree(tiny_cohort.parent, cohort)
+    (cohort / "parameters").mkdir(exist_ok=True)
+    rows = pd.read_csv(cohort / "manifest.csv")
+    for i, pid in enumerate(rows.patient_id):
+        (cohort / "parameters" / f"{pid}.json").write_text(json.dumps({"h3k27m_probability": 0.1 + 0.1 * i}))
+    (cohort / "synth.json").write_text(json.dumps({"h3k27m_ceiling": {"status_signal": 1.0}}))
     capsys.readouterr()
     run_bundle(config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
                meta_file=str(CONFIGS / "metadata.json"), logging_file=str(CONFIGS / "logging.conf"),
-               bundle_root=str(trained), dataset_dir=str(tiny_cohort.parent), n_saliency=2,
+               bundle_root=str(trained), dataset_dir=str(cohort), n_saliency=2,
                model_file=str(trained / "runs" / "full_fold0" / "model.pt"), **TINY)
     out = trained / "eval" / "external"
     metrics = pd.read_csv(out / "metrics.csv")
@@ -120,6 +130,9 @@ def test_evaluate_config_writes_the_classification_report(trained: Path, tiny_co
     assert f"external (8 patients, 4 altered): Accuracy " in printed
     assert f"AUROC {auroc.value:.3f} [{auroc.ci_low:.3f}, {auroc.ci_high:.3f}]" in printed
     assert f"report: {out / 'report.html'}" in printed
+    ceiling = json.loads((out / "metrics.json").read_text())["ceiling"]  # of the 8 scored patients
+    assert ceiling["n_patients"] == 8 and ceiling["scope"] == "evaluated patients"
+    assert f"ceiling (Bayes-optimal" in printed and f"AUROC {ceiling['bayes_auroc']:.3f}" in printed
 
 
 def test_cross_validation_report_pools_the_folds_that_have_a_model(trained: Path, tiny_cohort: Path):

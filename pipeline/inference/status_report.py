@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from monai.data import Dataset
 
+from evaluation.classification_ceiling import status_ceiling_for
 from evaluation.classification_report import metrics_summary_text, write_classification_report
 from pipeline.inference.saliency import saliency_overlay
 from pipeline.inference.status import evaluate_status_model
@@ -25,10 +26,16 @@ from transforms import build_transforms
 logger = logging.getLogger(__name__)
 
 
-def _printed(paths: dict[str, Path]) -> dict[str, Path]:
-    """Print the metrics (value and 95% CI per fold) and the report's path; return ``paths``."""
-    print(metrics_summary_text(pd.read_csv(paths["metrics_csv"]), paths["report"]), flush=True)
+def _printed(paths: dict[str, Path], ceiling: dict | None) -> dict[str, Path]:
+    """Print the metrics (value and 95% CI per fold), the ceiling and the report's path; return ``paths``."""
+    print(metrics_summary_text(pd.read_csv(paths["metrics_csv"]), paths["report"], ceiling), flush=True)
     return paths
+
+
+def _ceiling(cohort_dir: str | os.PathLike | None, tables: list[pd.DataFrame]) -> dict | None:
+    """The Bayes-optimal ceiling of the scored patients when ``cohort_dir`` is a synthetic cohort with one."""
+    patients = pd.concat(tables)
+    return status_ceiling_for(cohort_dir, patients["patient_id"].astype(str).tolist(), patients["label"].tolist())
 
 
 def _saliency_patients(table: pd.DataFrame, n: int) -> list[int]:
@@ -79,12 +86,18 @@ def evaluate_status_cohort(
     min_tumour_pixels: int = 20,
     n_saliency: int = 4,
     title: str = "H3K27M status prediction",
+    cohort_dir: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
-    """Patient-level metrics with bootstrap CIs, curves, t-SNE and saliency for one cohort (one "fold")."""
+    """Patient-level metrics with bootstrap CIs, curves, t-SNE and saliency for one cohort (one "fold").
+
+    ``cohort_dir``: the cohort's folder; when it holds a synthetic ``synth.json`` with a status ceiling,
+    the Bayes-optimal AUROC and accuracy of the scored patients are printed and reported beside the model's.
+    """
     table, features, saliency = _evaluate_items(net, datalist, spatial_size, sw_batch_size, min_tumour_pixels,
                                                 n_saliency)
+    ceiling = _ceiling(cohort_dir, [table])
     return _printed(write_classification_report(out_dir, {name: table}, features=features, saliency_pngs=saliency,
-                                                title=title))
+                                                title=title, ceiling=ceiling), ceiling)
 
 
 def evaluate_status_cross_validation(
@@ -97,9 +110,11 @@ def evaluate_status_cross_validation(
     min_tumour_pixels: int = 20,
     n_saliency: int = 2,
     title: str = "H3K27M status prediction, cross-validation",
+    cohort_dir: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
     """Each fold's model on its own validation patients: per-fold rows plus the pooled row (every patient
-    once, predicted by the model that did not see it). Folds without a model file are skipped, logged."""
+    once, predicted by the model that did not see it). Folds without a model file are skipped, logged.
+    ``cohort_dir`` as in :func:`evaluate_status_cohort` (the ceiling of the pooled patients)."""
     tables, features, saliency = {}, [], {}
     for fold in sorted(fold_models):
         path = Path(fold_models[fold])
@@ -115,5 +130,6 @@ def evaluate_status_cross_validation(
         saliency.update(pngs)
     if not tables:
         raise FileNotFoundError(f"no fold model found among {[str(p) for p in fold_models.values()]}")
+    ceiling = _ceiling(cohort_dir, list(tables.values()))
     return _printed(write_classification_report(out_dir, tables, features=pd.concat(features),
-                                                saliency_pngs=saliency, title=title))
+                                                saliency_pngs=saliency, title=title, ceiling=ceiling), ceiling)
