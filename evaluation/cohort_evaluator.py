@@ -22,16 +22,17 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from evaluation.cohort_result import CaseFailure, CohortResult
 from evaluation.empty_policy import BRATS_POLICY, EmptyCasePolicy, apply_empty_policy, empty_case
 from evaluation.mask_io import grid_mismatch, load_mask
 from evaluation.metrics import compute_case_metrics
 from evaluation.pairing import EvaluationCase, Pairing
+from evaluation.report import write_outputs
 from evaluation.summary import METRICS, summarize
 
 __all__ = ["CaseFailure", "CohortEvaluator", "CohortResult", "evaluate_case", "CASE_COLUMNS"]
@@ -45,22 +46,6 @@ CASE_COLUMNS: tuple[str, ...] = (
     ID_COLUMNS + tuple(f"{m}_raw" for m in METRICS) + tuple(f"{m}_policy" for m in METRICS)
     + VOLUME_COLUMNS[:2] + FLAG_COLUMNS + PATH_COLUMNS
 )
-
-
-@dataclass(frozen=True)
-class CaseFailure:
-    """A case that could not be evaluated: which, what kind, which file, why."""
-
-    case_id: str
-    patient_id: str
-    sequence: str
-    center: str
-    kind: str
-    file: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.case_id} (patient {self.patient_id!r}, {self.sequence}): {self.kind}: {self.reason}"
 
 
 def _base_row(case: EvaluationCase) -> dict[str, Any]:
@@ -147,40 +132,6 @@ def _init_worker() -> None:
 
 def _pool_context() -> mp.context.BaseContext:
     return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-
-
-@dataclass
-class CohortResult:
-    """Per-case table, summary and failures of one cohort evaluation."""
-
-    cases: pd.DataFrame
-    summary: pd.DataFrame
-    policy: EmptyCasePolicy
-    affine_atol_mm: float
-    bootstrap: int
-    seed: int
-    confidence: float = 0.95
-    unpaired_predictions: list[str] = field(default_factory=list)
-
-    @property
-    def evaluated(self) -> pd.DataFrame:
-        """Rows of the evaluated cases."""
-        return self.cases[self.cases["status"] == "evaluated"]
-
-    @property
-    def failures(self) -> list[CaseFailure]:
-        """The cases that could not be evaluated, in input order."""
-        failed = self.cases[self.cases["status"] != "evaluated"]
-        return [CaseFailure(str(r.case_id), str(r.patient_id), str(r.sequence), str(r.center), str(r.failure),
-                            str(r.failed_file or ""), str(r.reason)) for r in failed.itertuples()]
-
-    @property
-    def n_evaluated(self) -> int:
-        return int((self.cases["status"] == "evaluated").sum())
-
-    @property
-    def n_failed(self) -> int:
-        return int(len(self.cases) - self.n_evaluated)
 
 
 class CohortEvaluator:
@@ -270,8 +221,6 @@ class CohortEvaluator:
     def run(self, cases: Pairing | Iterable[EvaluationCase | Mapping], output_dir: str | os.PathLike,
             title: str = "Cohort evaluation", inputs: Mapping[str, str] | None = None) -> CohortResult:
         """:meth:`evaluate`, then write ``cases.csv``, ``summary.csv``, ``summary.json``, ``report.html``."""
-        from evaluation.report import write_outputs
-
         result = self.evaluate(cases)
         write_outputs(result, output_dir, title=title, inputs=inputs)
         return result

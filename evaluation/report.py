@@ -26,21 +26,19 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from evaluation.atomic_io import atomic_write_bytes, atomic_write_text
+from evaluation.cohort_result import CohortResult
 from evaluation.html import PAGE_END, fmt, html_table, img_tag, new_figure, page_start, png_bytes
 from evaluation.image_io import load_image
 from evaluation.mask_io import load_mask
 from evaluation.pairing import FAILURE_KINDS
 from evaluation.summary import METRICS, summary_records
-
-if TYPE_CHECKING:
-    from evaluation.cohort_evaluator import CohortResult
 
 __all__ = ["write_outputs", "metric_plot_figure", "metric_plot_png", "overlay_png", "pick_showcase_cases"]
 
