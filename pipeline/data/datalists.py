@@ -10,7 +10,9 @@ Bundle configs call :func:`segmentation_datalists` so that the protocol lives in
   ``validation_dir`` (a separate cohort, e.g. held-out patients).
 
 Patients whose sequence has an image but no reference mask form the unlabeled list (the
-paper's unsupervised part).
+paper's unsupervised part). ``labeled_fraction < 1`` simulates scarce labels: only that fraction of
+the DMG training patients (per center, drawn from ``seed``) keep their masks; the others join the
+unlabeled list without them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 from pathlib import Path
 
 from pipeline.data.cohort import Cohort, load_cohort, nifti_stem
-from pipeline.data.splits import fold_split
+from pipeline.data.splits import fold_split, labeled_patient_subset
 
 STAGES = ("pretrain", "finetune")
 logger = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ def segmentation_datalists(
     stage: str = "finetune",
     brats_dir: str | os.PathLike | None = None,
     validation_dir: str | os.PathLike | None = None,
+    labeled_fraction: float = 1.0,
 ) -> dict[str, list[dict]]:
     """``{"train": [...], "validate": [...], "unlabeled": [...]}`` per-sequence data dicts."""
     if stage not in STAGES:
@@ -58,6 +61,9 @@ def segmentation_datalists(
         train, validate = labelled, _load(validation_dir, sequence).datalist(sequence, require_label=True)
     else:
         train, validate = fold_split(labelled, fold, n_folds=n_folds, seed=seed)
+    keep = labeled_patient_subset(train, float(labeled_fraction), seed=seed)
+    unlabeled = unlabeled + [{k: v for k, v in d.items() if k != "label"} for d in train if d["patient_id"] not in keep]
+    train = [d for d in train if d["patient_id"] in keep]
     if stage == "pretrain":
         if brats_dir is None:
             raise ValueError("stage 'pretrain' needs brats_dir (a BraTS 2021 folder)")

@@ -50,3 +50,26 @@ def fold_split(
     patients = list({c["patient_id"]: c for c in cases}.values())
     held_out = set(cross_validation_folds(patients, n_folds, seed, stratify_key)[fold])
     return ([c for c in cases if c["patient_id"] not in held_out], [c for c in cases if c["patient_id"] in held_out])
+
+
+def labeled_patient_subset(
+    cases: Sequence[dict], fraction: float, seed: int = 0, stratify_key: str = "center"
+) -> set[str]:
+    """Patient ids that keep their reference masks when only ``fraction`` of the training patients are labeled.
+
+    Per stratum (center by default) ``round(fraction * n)`` patients are drawn, at least one per stratum when
+    ``fraction > 0``; ids are sorted before a seeded shuffle, so the subset depends only on the set of
+    patients, the fraction and the seed. ``fraction=1`` keeps every patient.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"labeled_fraction must be in (0, 1], got {fraction}")
+    strata: dict[str, set[str]] = defaultdict(set)
+    for case in cases:
+        strata[str(case.get(stratify_key, ""))].add(case["patient_id"])
+    rng = np.random.default_rng(seed)
+    keep: set[str] = set()
+    for stratum in sorted(strata):
+        ids = sorted(strata[stratum])
+        n_keep = max(1, int(round(fraction * len(ids))))
+        keep.update(rng.permutation(ids)[:n_keep].tolist())
+    return keep

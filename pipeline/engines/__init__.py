@@ -2,7 +2,8 @@
 
 from .adversarial_trainer import AdversarialSegTrainer
 from .cotraining_loss import CoTrainingLoss, soft_iou_loss
-from .losses import AdversarialLoss, DiceBCELoss
+from .discriminator_inputs import DiscriminatorInput
+from .losses import AdversarialLoss, ConfidenceMaskedSelfTrainingLoss, DiceBCELoss
 from .masked_pretraining import (
     EncoderTransfer,
     InpaintingModel,
@@ -17,6 +18,8 @@ from .masked_pretraining import (
 __all__ = [
     "AdversarialLoss",
     "AdversarialSegTrainer",
+    "ConfidenceMaskedSelfTrainingLoss",
+    "DiscriminatorInput",
     "DiceBCELoss",
     "CoTrainingLoss",
     "soft_iou_loss",

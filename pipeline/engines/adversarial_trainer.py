@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from ignite.metrics import Metric
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents, default_metric_cmp_fn, default_prepare_batch
@@ -22,14 +23,21 @@ from monai.utils import CommonKeys as Keys
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
-from pipeline.engines.losses import AdversarialLoss, DiceBCELoss
+from pipeline.engines.discriminator_inputs import DiscriminatorInput, as_discriminator_input
+from pipeline.engines.losses import AdversarialLoss, ConfidenceMaskedSelfTrainingLoss, DiceBCELoss
 
-SEG_LOSS, ADV_LOSS, D_LOSS = "seg_loss", "adv_loss", "d_loss"
+SEG_LOSS, ADV_LOSS, SEMI_LOSS, D_LOSS = "seg_loss", "adv_loss", "semi_loss", "d_loss"
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
     """The module inside a DataParallel/DistributedDataParallel wrapper (or the module itself)."""
     return network.module if isinstance(network, (torch.nn.DataParallel, DistributedDataParallel)) else network
+
+
+def confidence_map(disc_logits: torch.Tensor, spatial_size: Sequence[int]) -> torch.Tensor:
+    """The discriminator's per-pixel confidence: its patch logits upsampled (bilinear) to the image, sigmoid."""
+    mode = "bilinear" if disc_logits.dim() == 4 else "trilinear"
+    return torch.sigmoid(F.interpolate(disc_logits.float(), size=tuple(spatial_size), mode=mode, align_corners=False))
 
 
 class AdversarialSegTrainer(Trainer):
@@ -40,8 +48,17 @@ class AdversarialSegTrainer(Trainer):
     with an ``image`` only; their generated masks train the generator through the
     discriminator and count as generated for the discriminator.
 
+    Semi-supervised learning after Hung et al. (BMVC 2018, https://arxiv.org/abs/1802.07934): with
+    ``lambda_semi > 0`` and once ``engine.state.iteration`` exceeds ``semi_warmup_iterations`` (restored
+    with the trainer on resume), unlabeled slices also train the generator on its own hard
+    pseudo-labels, only where the discriminator's confidence map (its patch logits upsampled to the
+    slice, sigmoid) exceeds ``semi_loss.threshold`` (``T_semi``). ``disc_input`` decides what the
+    discriminator sees as the mask (:class:`~pipeline.engines.discriminator_inputs.DiscriminatorInput`:
+    ``"soft"``, today's formulation, ``"hard"`` or ``"smoothed"``). The defaults (``lambda_semi=0``,
+    ``"soft"``) are the original MSCG formulation.
+
     ``state.output`` holds ``image``, ``label``, ``pred`` (generator logits), ``loss``
-    (generator total), ``seg_loss``, ``adv_loss`` and ``d_loss``.
+    (generator total), ``seg_loss``, ``adv_loss``, ``semi_loss`` and ``d_loss``.
     """
 
     def __init__(
@@ -56,6 +73,10 @@ class AdversarialSegTrainer(Trainer):
         seg_loss: Callable | None = None,
         adv_loss: AdversarialLoss | None = None,
         unlabeled_data_loader: Iterable | None = None,
+        disc_input: str | DiscriminatorInput = "soft",
+        semi_loss: ConfidenceMaskedSelfTrainingLoss | None = None,
+        lambda_semi: float = 0.0,
+        semi_warmup_iterations: int = 0,
         epoch_length: int | None = None,
         non_blocking: bool = False,
         prepare_batch: Callable = default_prepare_batch,
@@ -97,6 +118,17 @@ class AdversarialSegTrainer(Trainer):
         self.adv_loss = adv_loss if adv_loss is not None else AdversarialLoss()
         self.unlabeled_data_loader = unlabeled_data_loader
         self._unlabeled_iter: Iterator | None = None
+        self.disc_input = as_discriminator_input(disc_input)
+        self.semi_loss = semi_loss if semi_loss is not None else ConfidenceMaskedSelfTrainingLoss()
+        if lambda_semi < 0 or semi_warmup_iterations < 0:
+            raise ValueError(f"lambda_semi and semi_warmup_iterations must be >= 0, got {lambda_semi}, "
+                             f"{semi_warmup_iterations}")
+        self.lambda_semi, self.semi_warmup_iterations = float(lambda_semi), int(semi_warmup_iterations)
+
+    def self_training_active(self) -> bool:
+        """Whether this iteration adds the confidence-masked self-training term (past the warm-up)."""
+        return (self.lambda_semi > 0 and self.discriminator is not None and self.unlabeled_data_loader is not None
+                and self.state.iteration > self.semi_warmup_iterations)
 
     def _next_unlabeled(self) -> Any:
         """Next unlabeled batch, cycling the loader independently of the labeled epoch."""
@@ -157,16 +189,20 @@ class AdversarialSegTrainer(Trainer):
             engine.state.output[Keys.PRED] = logits
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             seg = engine.seg_loss(logits, labels)
-            adv = torch.zeros((), device=seg.device)
+            adv = semi = torch.zeros((), device=seg.device)
             if disc is not None:
-                all_prob = torch.sigmoid(all_logits)
+                fake_mask = engine.disc_input.fake(torch.sigmoid(all_logits))
                 critic = _unwrap(disc)
                 critic.requires_grad_(False)
-                fake = critic(torch.cat([inputs, all_prob], 1))
+                fake = critic(torch.cat([inputs, fake_mask], 1))
                 critic.requires_grad_(True)
                 adv = engine.adv_loss.generator(fake[:n], fake[n:] if unlabeled is not None else None)
-            g_loss = seg + adv
-        engine.state.output.update({Keys.LOSS: g_loss.detach(), SEG_LOSS: seg.detach(), ADV_LOSS: adv.detach()})
+                if unlabeled is not None and engine.self_training_active():
+                    confidence = confidence_map(fake[n:].detach(), unlabeled.shape[2:])
+                    semi = engine.lambda_semi * engine.semi_loss(all_logits[n:], confidence)
+            g_loss = seg + adv + semi
+        engine.state.output.update({Keys.LOSS: g_loss.detach(), SEG_LOSS: seg.detach(), ADV_LOSS: adv.detach(),
+                                    SEMI_LOSS: semi.detach()})
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         engine._backward_step(g_loss, engine.g_optimizer)
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
@@ -177,7 +213,8 @@ class AdversarialSegTrainer(Trainer):
             disc.train()
             engine.d_optimizer.zero_grad(set_to_none=True)
             with engine._autocast():
-                pairs = torch.cat([torch.cat([images, labels], 1), torch.cat([inputs, all_prob.detach()], 1)], 0)
+                real_mask = engine.disc_input.real(labels)
+                pairs = torch.cat([torch.cat([images, real_mask], 1), torch.cat([inputs, fake_mask.detach()], 1)], 0)
                 scores = disc(pairs)
                 unl_fake = scores[2 * n:] if unlabeled is not None else None
                 d_loss = engine.adv_loss.discriminator(scores[:n], scores[n:2 * n], unl_fake)

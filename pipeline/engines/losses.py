@@ -8,6 +8,9 @@
   (image, reference mask). ``k`` (the paper's "k=0.5"; the bundle uses 0.05, see its docs)
   weights the generator's adversarial term against the segmentation loss; ``unlabeled_weight``
   weights the same term on slices that have no reference mask (the paper's unsupervised part).
+* :class:`ConfidenceMaskedSelfTrainingLoss`: Hung et al.'s semi-supervised term: on unlabeled
+  slices, BCE between the generator and its own hard pseudo-label, counted only on pixels where
+  the discriminator's confidence map exceeds ``threshold`` (their ``T_semi``).
 """
 
 from __future__ import annotations
@@ -82,3 +85,32 @@ class AdversarialLoss(nn.Module):
         if unlabeled_fake_logits is not None:
             loss = loss + 0.5 * self.unlabeled_weight * self._bce(unlabeled_fake_logits, False)
         return loss
+
+
+class ConfidenceMaskedSelfTrainingLoss(nn.Module):
+    """Self-training on the generator's own pseudo-labels where the discriminator trusts them.
+
+    ``L_semi = sum_pixels I(c > T) * BCE(s, 1[s > 0.5]) / sum_pixels I(c > T)`` with ``s`` the
+    generator's probabilities on unlabeled slices and ``c`` the discriminator's per-pixel confidence
+    (probability of "real", same spatial size as ``s``). Pixels at or below the threshold do not
+    count; with no pixel above it the loss is zero (and has a zero gradient). The confidence map is a
+    selector only: no gradient flows into it.
+
+    Hung, Tsai, Liou, Lin, Yang, "Adversarial Learning for Semi-Supervised Semantic Segmentation",
+    BMVC 2018, https://arxiv.org/abs/1802.07934 (eq. 5; they use ``T_semi`` 0.1-0.3).
+    """
+
+    def __init__(self, threshold: float = 0.2):
+        super().__init__()
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"confidence threshold T_semi must be in [0, 1), got {threshold}")
+        self.threshold = float(threshold)
+
+    def forward(self, logits: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+        if logits.shape != confidence.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} and confidence {tuple(confidence.shape)} differ in shape")
+        logits = logits.float()
+        pseudo_label = (logits.detach() > 0).float()  # sigmoid(logit) > 0.5
+        selected = (confidence.detach() > self.threshold).float()
+        per_pixel = F.binary_cross_entropy_with_logits(logits, pseudo_label, reduction="none")
+        return (per_pixel * selected).sum() / selected.sum().clamp_min(1.0)
