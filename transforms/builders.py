@@ -180,6 +180,8 @@ def build_slice_augmentation(
         image_key = keys[0]
         modes = ("bilinear", "nearest")[: len(keys)]
         steps += [
+            # volumes may be cached compactly (float16 image, uint8 label): augment in float32
+            EnsureTyped(keys, dtype=torch.float32, track_meta=False, allow_missing_keys=True),
             RandFlipd(keys, prob=flip_prob, spatial_axis=0, allow_missing_keys=True),
             RandRotated(
                 keys, range_x=math.radians(rotate_degrees), prob=rotate_prob, keep_size=True,
