@@ -26,7 +26,7 @@ import pandas as pd
 
 from evaluation.empty_policy import DISTANCE_KEYS, OVERLAP_KEYS
 
-__all__ = ["METRICS", "STAT_COLUMNS", "bootstrap_mean_ci", "describe", "summarize", "summary_records"]
+__all__ = ["METRICS", "STAT_COLUMNS", "bootstrap_mean_ci", "describe", "summarize", "summary_records", "summary_table_text"]
 
 METRICS: tuple[str, ...] = OVERLAP_KEYS + DISTANCE_KEYS
 STAT_COLUMNS: tuple[str, ...] = (
@@ -152,3 +152,17 @@ def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
                         "n_evaluated": int(first["n_evaluated"]), "n_failed": int(first["n_failed"]),
                         "metrics": metrics})
     return records
+
+
+def summary_table_text(summary: pd.DataFrame,
+                       levels: Sequence[str] = ("overall", "sequence", "center", "sequence+center")) -> str:
+    """A console table of :func:`summarize`'s output: DSC mean ± SD and HD95 median per row of ``levels``."""
+    rows = summary[(summary["metric"] == "dsc") & summary["level"].isin(levels)]
+    hd95 = summary[summary["metric"] == "hd95"].set_index(["level", "sequence", "center"])["median"]
+    lines = [f"{'sequence':<10}{'center':<14}{'n':>5}{'failed':>8}{'DSC mean ± SD':>20}{'HD95 median mm':>17}"]
+    for r in rows.itertuples():
+        dsc = "-" if not r.n_evaluated else f"{r.mean:.3f} ± " + ("n/a" if r.sd != r.sd else f"{r.sd:.3f}")
+        med = hd95.get((r.level, r.sequence, r.center), float("nan"))
+        med = "-" if med != med else f"{med:.2f}"
+        lines.append(f"{r.sequence:<10}{r.center:<14}{r.n_evaluated:>5}{r.n_failed:>8}{dsc:>20}{med:>17}")
+    return "\n".join(lines)

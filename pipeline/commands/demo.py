@@ -36,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from evaluation import CohortEvaluator, EmptyCasePolicy, pair_cohort
-    from pipeline.commands.evaluate import cohort_items, print_summary_table
+    from evaluation.summary import summary_table_text
     from pipeline.data.cohort import SEQUENCES, load_cohort
+    from pipeline.data.evaluation_items import labelled_items
     from pipeline.data.synthetic import generate_cohort
     from pipeline.inference import CohortSegmenter, load_segmentation_model
 
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         for problem in report.problems:
             print(f"  {problem.status.upper()} {seq} patient {problem.patient_id!r}: {problem.reason}")
 
-    items, failures, _ = cohort_items(cohort, SEQUENCES)
+    items, failures, _ = labelled_items(cohort, SEQUENCES)
     evaluator = CohortEvaluator(policy=EmptyCasePolicy(), workers=args.workers)
     result = evaluator.run(
         pair_cohort(predictions, items, failures), out / "report",
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nSynthetic {args.center} cohort (seed {args.seed}, a center the models never saw): "
           f"{len(cohort.cases)} patients, {result.n_evaluated} masks evaluated, {result.n_failed} failed")
     if result.n_evaluated:
-        print_summary_table(result, levels=("sequence", "overall"))
+        print(summary_table_text(result.summary, levels=("sequence", "overall")))
     for failure in result.failures:
         print(f"  FAILED {failure}")
     print(f"\nreport:      {out / 'report' / 'report.html'}\npredictions: {predictions}\n"

@@ -46,57 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def cohort_items(cohort, sequences) -> tuple[list[dict], list[dict], list[str]]:
-    """Plain dicts for :mod:`evaluation.pairing` (evaluation never imports pipeline).
-
-    Returns the labelled items, the cohort's problems for these sequences (failed cases) and
-    the patients that have an image but no reference label (not evaluated, only listed).
-    """
-    items, failures, unlabeled = [], [], []
-    for seq in sequences:
-        for d in cohort.datalist(seq):
-            if d.get("label") is None:
-                unlabeled.append(d["patient_id"])
-                continue
-            items.append({"patient_id": d["patient_id"], "center": d["center"], "sequence": seq, "label": d["label"],
-                          "image": d["image"], "label_classes": d["label_classes"]})
-        centers = {c["patient_id"]: c.get("center") for c in cohort.cases}
-        for issue in cohort.issues:
-            if issue.sequence not in (None, seq) or issue.patient_id == "-":
-                continue
-            case = next((c for c in cohort.cases if c["patient_id"] == issue.patient_id), {})
-            if issue.sequence is None and case.get(seq) is None and case.get(f"label_{seq}") is None:
-                continue  # a patient-level problem of a patient without this sequence
-            failures.append({"patient_id": issue.patient_id, "sequence": seq, "center": centers.get(issue.patient_id),
-                             "file": issue.file, "reason": f"cohort: {issue.problem}",
-                             "label": case.get(f"label_{seq}"), "image": case.get(seq)})
-    return items, failures, unlabeled
-
-
-def _all_label_items(cohort, sequences) -> list[dict]:
-    """Every labelled (patient, sequence) of a cohort, usable or not: for center/image lookup in folder mode."""
-    return [{"patient_id": c["patient_id"], "center": c["center"], "sequence": seq, "label": c.get(f"label_{seq}"),
-             "image": c.get(seq), "label_classes": c.get(f"label_classes_{seq}")}
-            for c in cohort.cases for seq in sequences if c.get(f"label_{seq}") or c.get(seq)]
-
-
-def print_summary_table(result, levels: tuple[str, ...] = ("overall", "sequence", "center", "sequence+center")) -> None:
-    """DSC mean ± SD and HD95 median per summary row of the given ``levels``."""
-    summary = result.summary
-    rows = summary[(summary["metric"] == "dsc") & summary["level"].isin(levels)]
-    hd95 = summary[summary["metric"] == "hd95"].set_index(["level", "sequence", "center"])["median"]
-    print(f"{'sequence':<10}{'center':<14}{'n':>5}{'failed':>8}{'DSC mean ± SD':>20}{'HD95 median mm':>17}")
-    for r in rows.itertuples():
-        dsc = "-" if not r.n_evaluated else f"{r.mean:.3f} ± " + ("n/a" if r.sd != r.sd else f"{r.sd:.3f}")
-        med = hd95.get((r.level, r.sequence, r.center), float("nan"))
-        med = "-" if med != med else f"{med:.2f}"
-        print(f"{r.sequence:<10}{r.center:<14}{r.n_evaluated:>5}{r.n_failed:>8}{dsc:>20}{med:>17}")
-
-
 def run(args: argparse.Namespace) -> int:
     from evaluation import EmptyCasePolicy, pair_cohort, pair_folders
     from evaluation.atomic_io import check_writable_folder
+    from evaluation.summary import summary_table_text
     from pipeline.data.cohort import SEQUENCES, load_cohort
+    from pipeline.data.evaluation_items import all_label_items, labelled_items
     from pipeline.inference.sharded_evaluation import cohort_evaluator  # sharded under torchrun
 
     if args.ref is None and args.cohort is None:
@@ -128,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     cohort = load_cohort(args.cohort, strict=False, read_data=False, progress=False) if args.cohort else None
     inputs = {"predictions": str(Path(args.pred).resolve())}
     if args.ref is None:
-        items, known_failures, unlabeled = cohort_items(cohort, sequences)
+        items, known_failures, unlabeled = labelled_items(cohort, sequences)
         if not items and not known_failures:
             raise ValueError(f"{args.cohort}: no patient has a {args.sequence} reference label")
         pairing = pair_cohort(args.pred, items, known_failures)
@@ -136,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         if unlabeled:
             inputs["without a reference label (not evaluated)"] = ", ".join(unlabeled)
     else:
-        items = _all_label_items(cohort, sequences) if cohort is not None else None
+        items = all_label_items(cohort, sequences) if cohort is not None else None
         pairing = pair_folders(args.pred, args.ref, cohort_items=items, sequence=args.sequence,
                                ref_label_classes=ref_classes)
         inputs["references"] = str(Path(args.ref).resolve())
@@ -150,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(result.cases)} cases: {result.n_evaluated} evaluated, {result.n_failed} failed "
           f"(empty-case policy: {policy.mode})")
     if result.n_evaluated:
-        print_summary_table(result)
+        print(summary_table_text(result.summary))
     for failure in result.failures:
         print(f"  FAILED {failure}")
     if args.ref is None and unlabeled:
