@@ -44,15 +44,20 @@ class Config:
     matmul_n: int = 2048
     flop_size: int = 240
     extra_inference: bool = True  # channels_last / bf16 / batch-1 variants
+    runtime_slices: int = 8  # network-only runtime comparison: slices per measurement
+    cohort_patients: int = 100  # end-to-end cohort (benchmarks.cohort)
+    cohort_reps: int = 1
 
 
 SIZES: dict[str, Config] = {
     "full": Config(),
     "quick": Config(name="quick", eval_reps=1, train_size=96, train_iters=1, train_reps=1, infer_size=96,
-                    infer_reps=1, matmul_n=1024, flop_size=96, extra_inference=False),
+                    infer_reps=1, matmul_n=1024, flop_size=96, extra_inference=False, runtime_slices=2,
+                    cohort_patients=4),
     "smoke": Config(name="smoke", eval_shape=(48, 48, 24), eval_reps=1, train_size=32, train_features=(4, 8, 16),
                     train_iters=1, train_reps=1, infer_size=32, infer_features=(4, 8, 16), infer_reps=1,
-                    infer_volume="tiny", matmul_n=128, flop_size=32, extra_inference=True),
+                    infer_volume="tiny", matmul_n=128, flop_size=32, extra_inference=True, runtime_slices=2,
+                    cohort_patients=2),
 }
 
 
@@ -407,12 +412,19 @@ def bench_matmul(cfg: Config) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------- report
-def run_all(cfg: Config, parts: tuple[str, ...] = ("hardware", "evaluation", "training", "inference")) -> dict:
+PARTS = ("hardware", "evaluation", "training", "inference", "runtimes", "cohort")
+
+
+def run_all(cfg: Config, parts: tuple[str, ...] = PARTS) -> dict:
+    from benchmarks.cohort import bench_cohort
+    from benchmarks.runtimes import bench_runtimes
+
     results: dict[str, Any] = {"config": cfg, "machine": machine()}
     start = time.perf_counter()
     results["part_s"] = {}
     for part, key, fn in (("hardware", "matmul", bench_matmul), ("evaluation", "evaluation", bench_evaluation),
-                          ("training", "training", bench_training), ("inference", "inference", bench_inference)):
+                          ("training", "training", bench_training), ("inference", "inference", bench_inference),
+                          ("runtimes", "runtimes", bench_runtimes), ("cohort", "cohort", bench_cohort)):
         if part in parts:
             t0 = time.perf_counter()
             results[key] = fn(cfg)
@@ -494,6 +506,14 @@ def render(results: dict, command: str) -> str:
                 lines.append(f"| {name} | {_fmt(*stats(row['s_per_slice']))} | {row['max_logit_diff']:.1e} "
                              f"| {row['mask_differs']} |")
         lines.append("")
+    if "runtimes" in results:
+        from benchmarks.runtimes import render_runtimes
+
+        lines += render_runtimes(results["runtimes"], fp32)
+    if "cohort" in results:
+        from benchmarks.cohort import render_cohort
+
+        lines += render_cohort(results["cohort"])
     lines += targets(results) + decisions(results)
     return "\n".join(lines)
 
@@ -542,6 +562,17 @@ def targets(results: dict) -> list[str]:
             + f"; the only exact saving is not running head-free slices ({inf['slices'] - inf['head_slices']} of "
             f"{inf['slices']} here). A 3× gain needs fewer FLOPs per slice (a narrower network, or cropping slices "
             "to the head before the network), which changes the results.")
+    if "runtimes" in results and "matmul" in results:
+        fp32 = results["matmul"]["float32"]
+        for width, row in results["runtimes"].items():
+            onnx = stats(row["quiet"]["ONNX Runtime"])[0]
+            frac = row["flops"] / onnx / 1e9 / fp32
+            out.append(f"* Network ≥50% of the fp32 limit, ONNX Runtime at the {width} width: {frac:.0%} — "
+                       f"{'met' if frac >= 0.5 else 'missed'}.")
+    if "cohort" in results:
+        from benchmarks.cohort import cohort_targets
+
+        out += cohort_targets(results["cohort"])
     out.append("")
     return out
 
@@ -597,11 +628,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="~1 min smoke run (smaller slices, fewer repetitions)")
     parser.add_argument("--smoke", action="store_true", help="toy sizes (seconds), for tests")
     parser.add_argument("--out", default=None, help="write the Markdown table here (e.g. BENCHMARKS.md)")
-    parser.add_argument("--only", default="hardware,evaluation,training,inference", help="comma-separated parts")
+    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts (default: all)")
+    parser.add_argument("--cohort-patients", type=int, default=None,
+                        help="patients of the end-to-end cohort (default: 100 full, 4 quick)")
     args = parser.parse_args(argv)
     cfg = SIZES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.cohort_patients is not None:
+        from dataclasses import replace
+
+        cfg = replace(cfg, cohort_patients=args.cohort_patients)
     command = "python -m benchmarks" + (" --smoke" if args.smoke else " --quick" if args.quick else "") + \
-        (f" --out {args.out}" if args.out else "")
+        (f" --cohort-patients {args.cohort_patients}" if args.cohort_patients is not None else "") + \
+        (f" --only {args.only}" if args.only != ",".join(PARTS) else "") + (f" --out {args.out}" if args.out else "")
     results = run_all(cfg, tuple(p.strip() for p in args.only.split(",") if p.strip()))
     text = render(results, command)
     print(text)

@@ -28,10 +28,14 @@ def test_lesion_pair_is_a_realistic_overlap():
 
 def test_smoke_run_writes_the_table_and_agrees(tmp_path: Path, capsys):
     out = tmp_path / "BENCHMARKS.md"
-    assert main(["--smoke", "--out", str(out)]) == 0
+    parts = "hardware,evaluation,training,inference,runtimes"  # the cohort part starts ~40 processes: tested below
+    assert main(["--smoke", "--only", parts, "--out", str(out)]) == 0
     text = out.read_text()
-    for heading in ("## Hardware limit", "## Evaluation", "## Training step", "## Inference", "Machine:"):
+    for heading in ("## Hardware limit", "## Evaluation", "## Training step", "## Inference", "Machine:",
+                    "## Runtimes, network only"):
         assert heading in text
+    onnx_rows = [line for line in text.splitlines() if "| ONNX vs PyTorch |" in line]
+    assert onnx_rows and float(onnx_rows[0].split("max logit difference ")[1].split()[0]) <= 1e-4
     assert "FAIL" not in text and text.count("PASS") == 4  # table and targets, both spacings
     assert "## Targets" in text and "## What the numbers decide" in text
     for row in ("| ours |", "medpy", "MSCG GAN step", "plain MONAI path, same MSCG", "BasicUNet", "bf16 autocast"):
@@ -43,3 +47,24 @@ def test_smoke_run_writes_the_table_and_agrees(tmp_path: Path, capsys):
 def test_sizes_are_ordered():
     full, quick, smoke = SIZES["full"], SIZES["quick"], SIZES["smoke"]
     assert np.prod(smoke.eval_shape) < np.prod(full.eval_shape) and smoke.infer_size < quick.infer_size <= full.infer_size
+
+
+def test_cohort_table_and_targets_follow_the_measured_numbers():
+    from benchmarks.cohort import DEFAULT, PLAIN, TORCH, cohort_targets, render_cohort
+
+    def runs(quiet: float, loaded: float) -> dict:
+        return {"quiet": [{"seconds": quiet, "segment_s": quiet / 2, "peak_mb": 500.0}],
+                "loaded": [{"seconds": loaded, "segment_s": loaded / 2, "peak_mb": 510.0}]}
+
+    res = {"patients": 10, "runs": {DEFAULT: runs(10.0, 14.0), TORCH: runs(25.0, 60.0), PLAIN: runs(40.0, 90.0)},
+           "flipped": (3, 1000, 30), "flipped_plain": (5, 1000, 30),
+           "stages": {"load_s": 0.5, "infer_s": 1.0, "write_s": 0.1, "seconds": 1.6},
+           "torchrun": {1: {"seconds": 20.0, "threads": 2, "masks": 10}, 2: {"seconds": 12.0, "threads": 1, "masks": 9}},
+           "usable_cpus": 2, "loadavg": (1.0, 2.0)}
+    text = "\n".join(render_cohort(res))
+    assert "| dmg segment (default: ONNX Runtime) | 10.0 | 180.0 | 14.0 | 1.40 | 4.00 | 6.43 | 510 |" in text
+    assert "3 of 1000 mask voxels differ over 30 masks" in text
+    targets = cohort_targets(res)
+    assert targets[0].startswith("* `dmg segment` default ≥2× (goal 3×) `--runtime torch` end to end: 2.50× — met.")
+    assert "1.40× — met" in targets[1] and "4.00× — met" in targets[2]
+    assert "9 of 10 masks — missed" in targets[3]
