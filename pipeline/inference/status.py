@@ -18,8 +18,20 @@ import pandas as pd
 import torch
 
 from evaluation.classification import patient_probabilities, point_metrics
+from pipeline.networks.h3k27m_export import split_status_mask
 
 HEAD_FRACTION = 0.05  # a slice "shows the head" when this fraction of it is above 0.05 (images in [0, 1])
+
+
+def _status_outputs(out: dict | torch.Tensor, num_classes: int = 2) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                           torch.Tensor]:
+    """(class logits, mask logits or None, features) of a :class:`~pipeline.networks.H3K27MNet` dict or of an
+    :class:`~pipeline.networks.H3K27MExportNet` tensor (its TorchScript form too), which has no features:
+    then the class logits stand in for them."""
+    if isinstance(out, torch.Tensor):
+        class_logits, mask_logits = split_status_mask(out, num_classes)
+        return class_logits, mask_logits, class_logits
+    return out["class_logits"], out.get("mask_logits"), out["features"]
 
 
 @dataclass
@@ -40,7 +52,10 @@ def predict_patient_status(
     min_tumour_pixels: int = 20,
     aggregation: str = "mean",
 ) -> PatientStatus:
-    """Run ``net`` over the axial slices of a preprocessed ``(1, H, W, D)`` volume (values in [0, 1])."""
+    """Run ``net`` over the axial slices of a preprocessed ``(1, H, W, D)`` volume (values in [0, 1]).
+
+    ``net``: an :class:`~pipeline.networks.H3K27MNet` (dict output) or an
+    :class:`~pipeline.networks.H3K27MExportNet` (one tensor; also its TorchScript export)."""
     if volume.ndim != 4 or volume.shape[0] != 1:
         raise ValueError(f"expected a (1, H, W, D) volume, got shape {tuple(volume.shape)}")
     device = next(net.parameters()).device
@@ -49,11 +64,11 @@ def predict_patient_status(
     net.eval()
     with torch.inference_mode():
         for start in range(0, slices.shape[0], sw_batch_size):
-            out = net(slices[start:start + sw_batch_size].to(device))
-            probs.append(torch.softmax(out["class_logits"].float(), 1)[:, 1].cpu())
-            feats.append(out["features"].float().cpu())
-            if out.get("mask_logits") is not None:
-                masks.append(torch.sigmoid(out["mask_logits"].float()).cpu())
+            class_logits, mask_logits, features = _status_outputs(net(slices[start:start + sw_batch_size].to(device)))
+            probs.append(torch.softmax(class_logits.float(), 1)[:, 1].cpu())
+            feats.append(features.float().cpu())
+            if mask_logits is not None:
+                masks.append(torch.sigmoid(mask_logits.float()).cpu())
     slice_probs = torch.cat(probs).numpy().astype(np.float64)
     features = torch.cat(feats).numpy()
     mask = torch.cat(masks).permute(1, 2, 3, 0) if masks else None  # (1, H, W, D)

@@ -2,6 +2,7 @@
 
 from pipeline.networks.cbam import CBAM, ChannelAttention, SpatialAttention
 from pipeline.networks.feature_map_transformer import FeatureMapTransformer
+from pipeline.networks.h3k27m_export import H3K27MExportNet, build_h3k27m_export_net, split_status_mask
 from pipeline.networks.h3k27m_net import (
     H3K27M_CONFIGS,
     H3K27MConfig,
@@ -55,4 +56,7 @@ __all__ = [
     "H3K27M_CONFIGS",
     "get_h3k27m_config",
     "build_h3k27m_net",
+    "H3K27MExportNet",
+    "build_h3k27m_export_net",
+    "split_status_mask",
 ]

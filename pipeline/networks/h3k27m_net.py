@@ -46,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
@@ -174,6 +174,7 @@ class H3K27MNet(nn.Module):
         self.use_decoder, self.use_transformer = bool(use_decoder), bool(use_transformer)
         self.use_exchange = bool(use_exchange)
         self.in_channels, self.num_classes, self.base_width = in_channels, num_classes, base_width
+        self.size_multiple = SIZE_MULTIPLE
         self.encoder = H3K27MEncoder(
             in_channels,
             base_width,
@@ -206,16 +207,23 @@ class H3K27MNet(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4:
-            raise ValueError(f"expected a (B, C, H, W) batch of slices, got shape {tuple(x.shape)}")
+            raise ValueError(f"expected a (B, C, H, W) batch of slices, got shape {list(x.shape)}")
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
-        if any(s % SIZE_MULTIPLE for s in x.shape[2:]) or min(x.shape[2:]) < SIZE_MULTIPLE:
-            raise ValueError(f"slice size must be a multiple of {SIZE_MULTIPLE}, got {tuple(x.shape[2:])}")
+            raise ValueError(f"expected {self.in_channels} input channel(s), got {x.shape[1]} (shape {list(x.shape)})")
+        h, w, m = x.shape[2], x.shape[3], self.size_multiple
+        if h % m != 0 or w % m != 0 or min(h, w) < m:
+            raise ValueError(f"slice size must be a multiple of {m}, got {[h, w]}")
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        class_logits, mask_logits, features = self.outputs(x)
+        return {"class_logits": class_logits, "mask_logits": mask_logits, "features": features}
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``(class_logits, mask_logits or None, features)``, the values of :meth:`forward`'s dict
+        (TorchScript-able; :class:`~pipeline.networks.h3k27m_export.H3K27MExportNet` builds on it)."""
         self.check_input(x)
         feats = self.encoder(x)
-        mask_logits = None
+        mask_logits: Optional[torch.Tensor] = None
         head_inputs = [feats["stage1"], feats["stage2"], feats["stage3"]]
         if self.decoder is not None:
             mask_logits, dec = self.decoder(feats, x)
@@ -223,7 +231,7 @@ class H3K27MNet(nn.Module):
                 head_inputs[0] = self.exchange["stage1"](feats["stage1"], dec["dec_stage1"])
                 head_inputs[1] = self.exchange["stage2"](feats["stage2"], dec["dec_stage2"])
         class_logits, features = self.head(head_inputs)
-        return {"class_logits": class_logits, "mask_logits": mask_logits, "features": features}
+        return class_logits, mask_logits, features
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ class AttentionExchange(nn.Module):
 
     def forward(self, encoder: torch.Tensor, decoder: torch.Tensor) -> torch.Tensor:
         if encoder.shape != decoder.shape:
-            raise ValueError(f"encoder {tuple(encoder.shape)} and decoder {tuple(decoder.shape)} features differ")
+            raise ValueError(f"encoder {list(encoder.shape)} and decoder {list(decoder.shape)} features differ")
         return encoder + self.attention(decoder)
 
 
@@ -57,10 +57,12 @@ class MultiScaleAttentionHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
-    def forward(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns ``(logits (B, num_classes), features (B, feature_dim))``."""
+    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(logits (B, num_classes), features (B, feature_dim))`` (TorchScript-able)."""
         if len(features) != len(self.attention):
             raise ValueError(f"expected {len(self.attention)} feature maps, got {len(features)}")
-        pooled = [self.pool(att(f)).flatten(1) for att, f in zip(self.attention, features)]
+        pooled: list[torch.Tensor] = []
+        for i, att in enumerate(self.attention):
+            pooled.append(self.pool(att(features[i])).flatten(1))
         vector = torch.cat(pooled, dim=1)
         return self.classifier(self.dropout(vector)), vector
