@@ -182,3 +182,19 @@ def test_labeled_fraction_moves_the_other_training_patients_to_unlabeled(tiny_co
     assert all("label" not in d for d in scarce["unlabeled"])
     assert scarce["validate"] == full["validate"]
     assert scarce == segmentation_datalists(tiny_cohort, "t2", fold=0, n_folds=3, seed=0, labeled_fraction=0.5)
+
+
+def test_bundle_trains_one_semi_supervised_epoch_on_half_the_labels(tiny_cohort: Path, tmp_path: Path):
+    from monai.bundle import run as run_bundle
+
+    configs = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation" / "configs"
+    run_bundle(config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"),
+               logging_file=str(configs / "logging.conf"), bundle_root=str(tmp_path),
+               dataset_dir=str(tiny_cohort.parent), num_epochs=1, features=[4, 8, 16], disc_channels=[4, 8, 8, 16],
+               spatial_size=32, num_workers=0, sw_batch_size=8, sequence="t2", variant="MSCG", fold=0, n_folds=3,
+               labeled_fraction=0.5, disc_input="hard", lambda_semi=0.1, t_semi=0.0, semi_warmup_iterations=0)
+    run = tmp_path / "runs" / "t2_MSCG_finetune_fold0"
+    checkpoint = torch.load(run / "checkpoint_epoch=1.pt", weights_only=True)
+    assert {"generator", "discriminator", "g_optimizer", "d_optimizer", "trainer"} <= set(checkpoint)
+    assert checkpoint["trainer"]["iteration"] == checkpoint["trainer"]["epoch_length"] > 0
+    assert (run / "model.pt").exists()
