@@ -381,7 +381,6 @@ def test_disk_full_while_writing_the_report_is_one_line_and_leaves_no_partial_fi
                                                                                    capsys):
     import errno
 
-    from evaluation import atomic_io
     from pipeline.cli import main
 
     out = tmp_path / "report"
@@ -404,7 +403,7 @@ def test_disk_full_while_writing_the_report_is_one_line_and_leaves_no_partial_fi
         f = real_fdopen(fd, mode, *args, **kwargs)
         return FullDisk(f) if "w" in mode and not out.joinpath("cases.csv").exists() else f
 
-    monkeypatch.setattr(atomic_io.os, "fdopen", fdopen)
+    monkeypatch.setattr(os, "fdopen", fdopen)
     assert main(["evaluate", "--pred", str(setup["pred"]), "--cohort", str(setup["manifest"]), "--sequence", "t2",
                  "--out", str(out), "--workers", "1", "--bootstrap", "10"]) == 2
     err = capsys.readouterr().err
