@@ -68,3 +68,17 @@ def test_cohort_table_and_targets_follow_the_measured_numbers():
     assert targets[0].startswith("* `dmg segment` default ≥2× (goal 3×) `--runtime torch` end to end: 2.50× — met.")
     assert "1.40× — met" in targets[1] and "4.00× — met" in targets[2]
     assert "9 of 10 masks — missed" in targets[3]
+
+
+def test_parts_not_run_keep_their_earlier_sections_and_targets():
+    from benchmarks.merge import merge_unmeasured
+
+    old = ("# Benchmarks\n\nold header\n\n## Evaluation (s)\n\neval table\n\n## Training step\n\nold training\n\n"
+           "## Targets\n\n* Evaluation ≥5×: 80× — met.\n* GAN step ≤1.5×: 1.53× — missed.\n")
+    new = "# Benchmarks\n\nnew header\n\n## Training step\n\nnew training\n\n## Targets\n\n* GAN step ≤1.5×: 1.40× — met.\n"
+    merged = merge_unmeasured(old, new, ("training",))
+    assert "eval table" in merged and "## Evaluation (s) (kept from the previous run)" in merged
+    assert "old training" not in merged and "new training" in merged and "1.53×" not in merged
+    assert "* Evaluation ≥5×: 80× — met. (kept)" in merged and "new header" in merged
+    assert merged.index("## Evaluation") < merged.index("## Targets") < merged.index("* GAN step ≤1.5×: 1.40×")
+    assert merge_unmeasured(old, new, ("hardware", "evaluation", "training", "inference", "runtimes", "cohort")) == new
