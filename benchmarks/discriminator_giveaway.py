@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, required=True, help="training cohort: fold-0 training patients train "
                         "the discriminator, fold-0 validation patients are the held-out batch")
-    parser.add_argument("--model", type=Path, required=True, help="a trained generator's model.pt")
+    parser.add_argument("--model", type=Path, help="a trained generator's model.pt (without it: the oracle only)")
     parser.add_argument("--variant", default="MSCG-Dis")
     parser.add_argument("--sequence", default="t2")
     parser.add_argument("--spatial_size", type=int, default=96)
@@ -83,10 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     lists = segmentation_datalists(args.train, args.sequence, 0, 5, 0)
     train = lesion_slices(preprocessed_volumes(lists["train"][: args.patients], args.spatial_size))
     held_out = lesion_slices(preprocessed_volumes(lists["validate"], args.spatial_size))
-    generator = trained_generator(args.variant, args.model)
-    with torch.no_grad():
-        frozen = {"oracle soft": (oracle_soft(train[1]), oracle_soft(held_out[1])),
-                  "trained": (torch.sigmoid(generator(train[0])), torch.sigmoid(generator(held_out[0])))}
+    frozen = {"oracle soft": (oracle_soft(train[1]), oracle_soft(held_out[1]))}
+    if args.model is not None:
+        generator = trained_generator(args.variant, args.model)
+        with torch.no_grad():
+            frozen["trained"] = (torch.sigmoid(generator(train[0])), torch.sigmoid(generator(held_out[0])))
     lines = [f"Discriminator patch accuracy on {held_out[0].shape[0]} held-out lesion slices after {args.steps} steps "
              f"on {train[0].shape[0]} training slices (0.5 = chance)\n", "| frozen generator | " +
              " | ".join(DISC_INPUT_MODES) + " |", "|---|" + "---|" * len(DISC_INPUT_MODES)]

@@ -4,7 +4,8 @@ For every labeled fraction F, variant and seed, trains the segmentation bundle (
 the training cohort, ``--labeled_fraction F``) for the same number of generator steps (``base_epochs / F`` epochs
 of the labeled loader), then scores the final generator (no model selection) on the fold-0 in-distribution
 validation patients and on a held-out-style cohort: DSC and HD95 per patient on the bundle's preprocessed grid
-(``spatial_size`` in-plane, HD95 in pixels of that grid), then the mean over patients.
+(``spatial_size`` in-plane, HD95 in pixels of that grid), then the mean over patients. Both cohorts are
+preprocessed once into ``RUNS/cohorts/`` (see :func:`preprocessed_cohort`).
 
     nice -n 19 env OMP_NUM_THREADS=1 python -m benchmarks.labeled_fraction --train DATA/train \\
         --heldout DATA/heldout --out RUNS --fractions 0.1,0.25,1.0 --seeds 0
@@ -91,6 +92,36 @@ def score(generator: torch.nn.Module, volumes: list[dict], spatial_size: int) ->
     return rows
 
 
+def preprocessed_cohort(source: Path, dest: Path, sequence: str, spatial_size: int) -> Path:
+    """``source``'s ``sequence`` images and masks after the bundle's 3D preprocessing (crop, resize to
+    ``spatial_size``, normalise), written once as a small cohort so that every run does not redo it on a busy
+    CPU. The bundle preprocesses them again (a near no-op on this grid); every run and score sees the same data."""
+    import nibabel as nib
+
+    from pipeline.data.datalists import cohort_datalist
+
+    manifest = dest / "manifest.csv"
+    if manifest.exists():
+        return dest
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    items = cohort_datalist(source, sequence, require_label=True)
+    for item, volume in zip(items, preprocessed_volumes(items, spatial_size)):
+        pid = item["patient_id"]
+        for key, name in (("image", f"images/{pid}_{sequence}.nii.gz"), ("label", f"images/{pid}_{sequence}_seg.nii.gz")):
+            data = volume[key][0].numpy().astype(np.float32 if key == "image" else np.uint8)
+            nib.save(nib.Nifti1Image(data, volume[key].affine.numpy()), str(dest / name))
+        rows.append({"patient_id": pid, "center": item["center"], sequence: f"images/{pid}_{sequence}.nii.gz",
+                     f"label_{sequence}": f"images/{pid}_{sequence}_seg.nii.gz", "h3k27m": item["h3k27m"]})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["patient_id", "center", "t1c", "t2", "flair", "label_t1c", "label_t2",
+                                                "label_flair", "h3k27m"], restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(manifest, buffer.getvalue())
+    return dest
+
+
 def write_atomic(path: Path, text: str | bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -156,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from pipeline.data.datalists import cohort_datalist, segmentation_datalists
 
+    args.train = preprocessed_cohort(args.train, args.out / "cohorts" / "train", args.sequence, args.spatial_size)
+    args.heldout = preprocessed_cohort(args.heldout, args.out / "cohorts" / "heldout", args.sequence, args.spatial_size)
     cohorts = {"in-distribution (fold 0)": segmentation_datalists(args.train, args.sequence, 0, 5, 0)["validate"],
                "held-out style": cohort_datalist(args.heldout, args.sequence, require_label=True)}
     volumes = {name: preprocessed_volumes(items, args.spatial_size) for name, items in cohorts.items()}
