@@ -41,6 +41,7 @@ from .atomic_writer import AtomicNibabelWriter
 from .bias_field import N4BiasFieldCorrectiond
 from .crop import InPlaneForegroundCropd
 from .intensity import PercentileNormalized
+from .memory import ReleaseHeapMemoryd
 from .label import BinarizeLabeld
 from .naming import CopyToMetad, prediction_name_formatter
 from .slices import AxialSlicesd, SlicePolicy
@@ -88,6 +89,7 @@ def build_transforms(
     elastic_prob: float = AUGMENTATION_DEFAULTS["elastic_prob"],
     reader: str | None = None,
     n4: bool = False,
+    compact: bool = False,
 ) -> Compose:
     """Preprocessing for one MRI sequence (keys ``image`` and optional ``label``: file paths).
 
@@ -99,7 +101,8 @@ def build_transforms(
     * ``"train"``: then :class:`AxialSlicesd` (``slice_policy``) -> :func:`build_slice_augmentation`
       (flip, rotation, scale/shear, elastic; bias, histogram, gamma, blur, low resolution, Gibbs,
       spikes, scale, noise) -> plain float tensors ``(C, H, W)``.
-    * ``"validate"``: the 3D volume, image and label, ``(1, H, W, D)`` MetaTensors (for ``SliceInferer``).
+    * ``"validate"``: the 3D volume, image and label, ``(1, H, W, D)`` MetaTensors (for ``SliceInferer``);
+      ``compact=True`` stores them as float16 and uint8 (training caches of hundreds of volumes).
     * ``"infer"``: image only, ``(1, H, W, D)`` MetaTensor carrying the trace that
       :func:`build_postprocessing` inverts back to the input grid.
     """
@@ -144,6 +147,9 @@ def build_transforms(
         )
         steps.append(build_slice_augmentation(keys, augment, flip_prob, rotate_prob, rotate_degrees, intensity_prob,
                                               affine_prob, elastic_prob))
+    elif compact:  # many cached volumes: float16 image, uint8 label (training casts slices back to float32)
+        steps.append(CastToTyped(keys, dtype=(torch.float16, torch.uint8)[: len(keys)], allow_missing_keys=True))
+        steps.append(ReleaseHeapMemoryd())
     else:
         steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True, allow_missing_keys=True))
     return Compose(steps)
