@@ -24,17 +24,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transforms.vocabulary import NIFTI_SUFFIXES, PREDICTION_POSTFIX, nifti_stem, prediction_file_name
+
 __all__ = [
     "FAILURE_KINDS",
     "EvaluationCase",
     "Pairing",
-    "nifti_stem",
     "pair_cohort",
     "pair_folders",
-    "prediction_name",
 ]
 
-NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 UNKNOWN = "unknown"
 
 #: Why a case was not evaluated.
@@ -92,15 +91,6 @@ class Pairing:
     unpaired_predictions: list[str] = field(default_factory=list)
 
 
-def nifti_stem(name: str | os.PathLike) -> str:
-    """File name without ``.nii.gz`` / ``.nii``."""
-    name = Path(name).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def _nifti_files(folder: Path) -> list[Path]:
     # a broken or looping symlink is listed too: its case then fails by name instead of vanishing
     return sorted(p for p in folder.iterdir()
@@ -108,13 +98,8 @@ def _nifti_files(folder: Path) -> list[Path]:
                   and p.name.endswith(NIFTI_SUFFIXES))
 
 
-def prediction_name(patient_id: str, sequence: str) -> str:
-    """``<patient_id>_<sequence>_seg.nii.gz``: the prediction naming contract."""
-    return f"{patient_id}_{sequence}_seg.nii.gz"
-
-
 def _find_prediction(pred_dir: Path, patient_id: str, sequence: str) -> Path:
-    stem = nifti_stem(prediction_name(patient_id, sequence))
+    stem = nifti_stem(prediction_file_name(patient_id, sequence))
     for suffix in NIFTI_SUFFIXES:
         candidate = pred_dir / f"{stem}{suffix}"
         if candidate.exists():
@@ -180,7 +165,7 @@ def pair_cohort(
     sequences = {seq for _, seq in seen}
     claimed = {Path(c.pred_path).name for c in cases if c.pred_path}
     unpaired = [str(p) for p in _nifti_files(pred_dir)
-                if p.name not in claimed and any(nifti_stem(p).endswith(f"_{s}_seg") for s in sequences)]
+                if p.name not in claimed and any(nifti_stem(p).endswith(f"_{s}_{PREDICTION_POSTFIX}") for s in sequences)]
     return Pairing(cases=cases, unpaired_predictions=unpaired)
 
 

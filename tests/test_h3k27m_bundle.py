@@ -81,7 +81,7 @@ def test_inference_writes_predictions_and_masks_on_the_input_grid(trained: Path,
     assert ((table.probability_altered >= 0.5) == (table.predicted_status == "altered")).all()
     for row in manifest.itertuples():
         image = nib.load(tiny_cohort.parent / row.t2)
-        mask = nib.load(out / f"{row.patient_id}_t2_tumour.nii.gz")
+        mask = nib.load(out / f"{row.patient_id}_t2_seg.nii.gz")
         assert mask.shape == image.shape
         np.testing.assert_allclose(mask.affine, image.affine, atol=1e-6)
 
@@ -97,7 +97,7 @@ def test_an_unreadable_image_is_skipped_and_reported(tmp_path: Path, tiny_cohort
     table = predict_cohort_status(net, [{"image": str(broken), "patient_id": "bad"}, good], tmp_path / "out",
                                   spatial_size=64, progress=False)
     assert table.status.iloc[0].startswith("skipped: ") and "broken_t2.nii.gz" in table.status.iloc[0]
-    assert table.status.iloc[1] == "done" and (tmp_path / "out" / "tiny_00_t2_tumour.nii.gz").exists()
+    assert table.status.iloc[1] == "done" and (tmp_path / "out" / "tiny_00_t2_seg.nii.gz").exists()
     assert pd.read_csv(tmp_path / "out" / "predictions.csv").shape[0] == 2
 
 

@@ -15,6 +15,8 @@ import argparse
 import os
 from pathlib import Path
 
+from transforms.vocabulary import SEQUENCES
+
 
 def _default_workers() -> int:
     return min(2, os.cpu_count() or 1)
@@ -25,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pred", required=True, metavar="PRED_DIR", help="folder of predicted masks (NIfTI)")
     p.add_argument("--cohort", metavar="SRC", help="cohort: manifest.csv, datalist .json or a folder")
-    p.add_argument("--sequence", choices=("t1c", "t2", "flair"),
+    p.add_argument("--sequence", choices=SEQUENCES,
                    help="sequence to evaluate (required with --cohort alone)")
     p.add_argument("--ref", metavar="REF_DIR", help="folder of reference masks, paired by file name")
     p.add_argument("--out", required=True, metavar="REPORT_DIR", help="output folder for the report")
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from evaluation import EmptyCasePolicy, pair_cohort, pair_folders
     from evaluation.atomic_io import check_writable_folder
     from evaluation.summary import summary_table_text
-    from pipeline.data.cohort import SEQUENCES, load_cohort
+    from pipeline.data.cohort import load_cohort
     from pipeline.data.evaluation_items import all_label_items, labelled_items
     from pipeline.inference.sharded_evaluation import cohort_evaluator  # sharded under torchrun
 

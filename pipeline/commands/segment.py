@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import argparse
 
+from transforms.vocabulary import SEQUENCES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment every patient of a cohort with a trained bundle",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", required=True, help="bundle folder (with configs/inference.json)")
     p.add_argument("--cohort", required=True, help="manifest.csv, datalist .json, or a folder (manifest or BraTS)")
-    p.add_argument("--sequence", required=True, choices=("t1c", "t2", "flair"), help="MRI sequence to segment")
+    p.add_argument("--sequence", required=True, choices=SEQUENCES, help="MRI sequence to segment")
     p.add_argument("--out", required=True, help="output folder for the masks and segment_report.csv")
     p.add_argument("--model", default=None, metavar="FILE",
                    help="weights: PyTorch state dict or TorchScript file "

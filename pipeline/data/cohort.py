@@ -37,10 +37,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from evaluation.image_io import ImageReadError, load_image
+from transforms.vocabulary import SEQUENCES, nifti_stem  # noqa: F401  (nifti_stem: part of this module's API)
 
-SEQUENCES: tuple[str, ...] = ("t1c", "t2", "flair")
 MANIFEST_COLUMNS: tuple[str, ...] = (
-    "patient_id", "center", "t1c", "t2", "flair", "label_t1c", "label_t2", "label_flair", "h3k27m",
+    "patient_id", "center", *SEQUENCES, *(f"label_{s}" for s in SEQUENCES), "h3k27m",
 )
 BRATS_SUFFIXES = {"t1c": "t1ce", "t2": "t2", "flair": "flair"}
 BRATS_LABEL_CLASSES = {"t1c": [4], "t2": [1, 2, 4], "flair": [1, 2, 4]}
@@ -258,15 +258,6 @@ def read_brats_folder(path: str | os.PathLike, center: str = "brats2021") -> lis
     if not cases:
         raise CohortError(path, [CohortIssue("-", str(path), "no BraTS2021_* case folders found")])
     return cases
-
-
-def nifti_stem(file: str) -> str:
-    """File name without its .nii or .nii.gz extension."""
-    name = Path(str(file)).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
 
 
 # ----------------------------------------------------------------------------- validation

@@ -20,10 +20,11 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from transforms.vocabulary import prediction_sequence
+
 __all__ = ["LOCK_NAME", "FolderInUseError", "OutputFolderLock", "check_output_folder"]
 
 LOCK_NAME = ".dmg_segment.lock"
-SEQUENCE_NAMES = ("t1c", "t2", "flair")
 
 
 class FolderInUseError(RuntimeError):
@@ -48,7 +49,7 @@ def _ours(name: str, records: bool) -> bool:
         return True
     if name.startswith("segment_model_") and name.endswith(".json"):
         return True
-    return records and any(name.endswith(f"_{seq}_seg.nii.gz") for seq in SEQUENCE_NAMES)
+    return records and prediction_sequence(name) is not None
 
 
 def check_output_folder(folder: str | os.PathLike, cohort_files: Iterable[str]) -> None:

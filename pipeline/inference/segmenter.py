@@ -57,6 +57,7 @@ from pipeline.inference.distributed import CohortRanks
 from pipeline.inference.model import SegmentationModel
 from pipeline.inference.prefetch import BackgroundWriter, prefetched
 from pipeline.inference.output_folder import OutputFolderLock, check_output_folder
+from transforms.vocabulary import prediction_file_name, prediction_sequence
 
 __all__ = ["CaseResult", "CohortSegmenter", "OutputWriteError", "REPORT_NAME", "STATUSES", "SegmentationReport",
            "mask_image_like", "prediction_path"]
@@ -153,15 +154,14 @@ class SegmentationReport:
             raise ValueError(f"{self.report_file}: unreadable report ({exc}); delete it or choose another --out") \
                 from exc
         for row in rows:
-            sequence = row.get("sequence") or next(
-                (s for s in SEQUENCES if str(row.get("output", "")).endswith(f"_{s}_seg.nii.gz")), "")
+            sequence = row.get("sequence") or prediction_sequence(str(row.get("output", ""))) or ""
             if sequence and sequence != self.sequence:
                 self.other_rows.append({k: row.get(k, "") for k in REPORT_COLUMNS} | {"sequence": sequence})
 
 
 def prediction_path(output_dir: str | os.PathLike, patient_id: str, sequence: str) -> Path:
     """``<output_dir>/<patient_id>_<sequence>_seg.nii.gz`` (the project's prediction naming)."""
-    return Path(output_dir) / f"{patient_id}_{sequence}_seg.nii.gz"
+    return Path(output_dir) / prediction_file_name(patient_id, sequence)
 
 
 def mask_image_like(mask: np.ndarray, reference: nib.spatialimages.SpatialImage) -> nib.Nifti1Image:

@@ -3,7 +3,7 @@
 ``predictions.csv``: ``patient_id, center, probability_altered, predicted_status`` (``altered`` when
 the probability is at least ``threshold``, else ``wild-type``), ``n_slices_used``, ``mask`` (the
 written file) and ``status`` (``done`` or ``skipped`` with the reason). Masks are
-``<patient_id>_<sequence>_tumour.nii.gz``, mapped back to the input's grid and affine with the shared
+``<patient_id>_<sequence>_seg.nii.gz`` (the project's prediction naming), mapped back to the input's grid and affine with the shared
 ``Invertd`` postprocessing. Every file is written atomically; a patient whose image cannot be read or
 preprocessed is skipped and reported, the rest go on.
 """
@@ -25,6 +25,7 @@ from pipeline.data.writers import save_nifti_gz
 from pipeline.inference.segmenter import mask_image_like
 from pipeline.inference.status import predict_patient_status
 from transforms import build_postprocessing, build_transforms
+from transforms.vocabulary import prediction_file_name
 
 PREDICTIONS_CSV = "predictions.csv"
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def predict_cohort_status(
         if write_masks and pred.mask_probability is not None:
             mask = postprocessing({**data, "pred": pred.mask_probability})["pred"]
             reference = nib.load(item["image"])
-            path = out / f"{item['patient_id']}_{item.get('sequence', 't2')}_tumour.nii.gz"
+            path = out / prediction_file_name(item["patient_id"], item.get("sequence", "t2"))
             save_nifti_gz(path, mask_image_like(np.asarray(mask[0]), reference))
             row["mask"] = path.name
         rows.append(row)
