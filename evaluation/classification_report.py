@@ -5,8 +5,8 @@
 * :func:`plot_roc_curves`, :func:`plot_pr_curves`: one curve per fold plus the pooled curve,
   AUROC / AUPRC in the legend, chance diagonal / prevalence line; PNG bytes.
 * :func:`plot_tsne`: 2D t-SNE (scikit-learn) of feature vectors coloured by status; PNG bytes.
-* :func:`saliency_overlay_png`: a slice with a saliency heat map and an optional mask outline
-  (the map itself comes from :mod:`pipeline.inference.saliency`, which needs torch).
+* :func:`saliency_overlay_png` (of :mod:`evaluation.slice_figures`): a slice with a saliency heat map and an
+  optional mask outline (the map itself comes from :mod:`pipeline.inference.saliency`, which needs torch).
 * :func:`write_classification_report`: ``patients.csv``, ``metrics.csv``, ``metrics.json``,
   ``roc.png``, ``pr.png``, ``tsne.png``, ``saliency/*.png`` and a self-contained
   ``report.html``, all written atomically (:mod:`evaluation.atomic_io`).
@@ -39,7 +39,9 @@ from evaluation.classification import (
     roc_auc,
 )
 from evaluation.html import PAGE_END, fmt, html_table, img_tag, new_figure, page_start, png_bytes
+from evaluation.slice_figures import saliency_overlay_png  # noqa: F401  (re-exported)
 from evaluation.summary import bootstrap_mean_ci
+from transforms.vocabulary import STATUS_NAMES
 
 __all__ = [
     "POOLED",
@@ -56,7 +58,6 @@ __all__ = [
 
 POOLED = "pooled"
 """Name of the row / curve over the patients of all (pooled) folds."""
-STATUS_NAMES = {0: "wild-type", 1: "altered"}
 STATUS_COLOURS = {0: "#1f6fb4", 1: "#d62728"}
 METRIC_LABELS = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
                  "auroc": "AUROC", "auprc": "AUPRC", "dice": "Dice (mask)"}
@@ -293,53 +294,6 @@ def plot_tsne(features: Any, labels: Sequence[Any], ids: Sequence[str] | None = 
     ax.legend(fontsize=7.5, loc="best", framealpha=0.9)
     ax.set_title(title or f"t-SNE of features (n={y.size}, perplexity {perp:.1f}, seed {seed})", fontsize=10)
     fig.tight_layout()
-    return png_bytes(fig)
-
-
-# ----------------------------------------------------------------------------- saliency picture
-
-
-def saliency_overlay_png(image: Any, heat: Any, mask: Any = None, title: str = "", alpha: float = 0.6,
-                         cmap: str = "jet", figsize: tuple[float, float] = (8.0, 4.3)) -> bytes:
-    """Two panels: the slice (with the mask outline) and the slice with ``heat`` overlaid; PNG bytes.
-
-    ``image``, ``heat`` and ``mask`` are 2D arrays of one shape, drawn as stored (row 0 at
-    the top). ``heat`` is drawn on a fixed 0-1 scale (normalise it first), its opacity rising
-    to ``alpha`` at 0.4 so that low saliency leaves the anatomy visible; the mask outline
-    (``mask > 0.5``) is green. The image is windowed to its 1st-99.7th percentiles.
-    """
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
-    img = np.asarray(image, dtype=np.float64)
-    hm = np.asarray(heat, dtype=np.float64)
-    if img.ndim != 2 or hm.shape != img.shape:
-        raise ValueError(f"image and heat must be 2D of one shape, got {img.shape} and {hm.shape}")
-    m = None
-    if mask is not None:
-        m = np.asarray(mask, dtype=np.float64)
-        if m.shape != img.shape:
-            raise ValueError(f"mask shape {m.shape} differs from the image's {img.shape}")
-    fig = new_figure(*figsize, facecolor="black")
-    lo, hi = np.percentile(img, [1.0, 99.7])
-    for n in range(2):
-        ax = fig.add_subplot(1, 2, n + 1)
-        ax.imshow(img, cmap="gray", vmin=lo, vmax=max(hi, lo + 1e-6), interpolation="bilinear")
-        if n == 1:
-            rgba = colormaps[cmap](np.clip(hm, 0.0, 1.0))
-            rgba[..., 3] = alpha * np.clip(2.5 * hm, 0.0, 1.0)  # low saliency fades out, the anatomy stays visible
-            ax.imshow(rgba, interpolation="bilinear")
-            bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap), ax=ax, fraction=0.046, pad=0.02)
-            bar.ax.tick_params(colors="white", labelsize=7)
-        if m is not None and (m > 0.5).any():
-            ax.contour(m, levels=[0.5], colors="#00e000", linewidths=1.0)
-        ax.set_title("slice" + (" and tumour mask" if m is not None else "") if n == 0 else "saliency",
-                     color="white", fontsize=9)
-        ax.set_axis_off()
-    if title:
-        fig.suptitle(title, color="white", fontsize=10)
-    fig.subplots_adjust(left=0.01, right=0.95, bottom=0.02, top=0.86, wspace=0.05)
     return png_bytes(fig)
 
 

@@ -38,6 +38,7 @@ from evaluation.html import PAGE_END, fmt, html_table, img_tag, new_figure, page
 from evaluation.image_io import load_image
 from evaluation.mask_io import load_mask
 from evaluation.pairing import FAILURE_KINDS
+from evaluation.slice_figures import axial_display, draw_outline, draw_slice, mark_sides
 from evaluation.summary import METRICS, summary_records
 
 __all__ = ["write_outputs", "metric_plot_figure", "metric_plot_png", "overlay_png", "pick_showcase_cases"]
@@ -160,11 +161,6 @@ def _canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple
     return np.asanyarray(img.dataobj), tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
-def _display(volume: np.ndarray, k: int) -> np.ndarray:
-    """Axial slice ``k`` of a RAS volume: rows anterior->posterior, columns patient right->left."""
-    return np.asarray(volume[:, :, k]).T[::-1, ::-1]
-
-
 def _background(row: Mapping, ref: Any) -> tuple[np.ndarray, str]:
     path = row.get("image_path")
     if isinstance(path, str) and path and os.path.exists(path):
@@ -188,26 +184,23 @@ def overlay_png(row: Mapping, title: str) -> bytes:
     image_c, _ = _canonical(background, ref.affine)
     source = ref_c if ref_c.any() else pred_c
     k = int(np.argmax(source.sum(axis=(0, 1)))) if source.any() else source.shape[2] // 2
-    image, ref_s, pred_s = (_display(v, k) for v in (image_c, ref_c, pred_c))
+    image, ref_s, pred_s = (axial_display(v, k) for v in (image_c, ref_c, pred_c))
     aspect = zooms[1] / zooms[0]  # display rows are the y axis, columns the x axis
 
     fig = new_figure(9.0, 4.9, facecolor="black")
-    lo, hi = np.percentile(image, [1.0, 99.7]) if image.any() else (0.0, 1.0)
     union = (ref_s > 0) | (pred_s > 0)
     for n, zoom in enumerate((False, True)):
         ax = fig.add_subplot(1, 2, n + 1)
-        ax.imshow(image, cmap="gray", vmin=lo, vmax=max(hi, lo + 1e-6), interpolation="bilinear", aspect=aspect)
+        draw_slice(ax, image, aspect=aspect)
         for mask, colour in ((ref_s, REFERENCE_COLOUR), (pred_s, PREDICTION_COLOUR)):
-            if mask.any():
-                ax.contour(mask.astype(np.float32), levels=[0.5], colors=colour, linewidths=1.6 if zoom else 0.9)
+            draw_outline(ax, mask > 0, colour, linewidth=1.6 if zoom else 0.9)
         if zoom and union.any():
             rows, cols = np.nonzero(union)
             half_mm = max(20.0, 0.8 * max((np.ptp(rows) + 1) * zooms[1], (np.ptp(cols) + 1) * zooms[0]))
             cy, cx = rows.mean(), cols.mean()
             ax.set_xlim(cx - half_mm / zooms[0], cx + half_mm / zooms[0])
             ax.set_ylim(cy + half_mm / zooms[1], cy - half_mm / zooms[1])
-        ax.text(0.02, 0.5, "R", color="white", transform=ax.transAxes, fontsize=9, va="center")
-        ax.text(0.96, 0.5, "L", color="white", transform=ax.transAxes, fontsize=9, va="center")
+        mark_sides(ax)
         empty = [name for name, m in (("reference", ref_c), ("prediction", pred_c)) if not m.any()]
         note = f" ({' and '.join(empty)} empty)" if empty else ""
         ax.set_title(f"zoom{note}" if zoom else f"axial slice {k} (RAS), on {background_name}", color="white",
