@@ -101,29 +101,32 @@ def evaluate_status_model(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Patient table (``patient_id, center, label, probability, n_slices_used, dice``) and features (N, F).
 
+    Two meanings of "label" meet here: in ``volumes`` (MONAI's key names) ``label`` is the reference
+    tumour *mask* and ``h3k27m`` the status; in the returned table (the input of
+    :mod:`evaluation.classification`) ``label`` is the H3K27M *status*: 1 altered, 0 wild-type, -1 unknown.
     ``volumes`` yields preprocessed dicts (``image`` (1, H, W, D), optional ``label`` mask,
     ``patient_id``, ``center``, ``h3k27m``), e.g. a MONAI ``Dataset`` with the ``validate`` transforms.
-    ``dice`` compares the mask branch with the reference on the preprocessed grid (NaN without one).
+    ``dice`` compares the mask branch with the reference mask on the preprocessed grid (NaN without one).
     """
     rows, features = [], []
     for item in volumes:
         pred = predict_patient_status(net, item["image"], sw_batch_size, min_tumour_pixels, aggregation)
-        dice = float("nan")
-        if pred.mask_probability is not None and item.get("label") is not None:
-            dice = _dice(pred.mask_probability > 0.5, torch.as_tensor(item["label"]) > 0.5)
+        dice, reference_mask, status = float("nan"), item.get("label"), int(item.get("h3k27m", -1))
+        if pred.mask_probability is not None and reference_mask is not None:
+            dice = _dice(pred.mask_probability > 0.5, torch.as_tensor(reference_mask) > 0.5)
         rows.append({"patient_id": item.get("patient_id", f"case_{len(rows)}"), "center": item.get("center", ""),
-                     "label": int(item.get("h3k27m", -1)), "probability": pred.probability,
+                     "label": status, "probability": pred.probability,
                      "n_slices_used": len(pred.slices_used), "dice": dice})
         features.append(pred.features)
     return pd.DataFrame(rows), np.stack(features) if features else np.zeros((0, 0))
 
 
 def status_summary(table: pd.DataFrame, threshold: float = 0.5) -> dict[str, float]:
-    """AUROC, accuracy, sensitivity, specificity and mean Dice of a patient table (known labels only)."""
+    """AUROC, accuracy, sensitivity, specificity and mean Dice of a patient table (known statuses only)."""
     known = table[table["label"] >= 0]
-    labels, probs = known["label"].to_numpy(), known["probability"].to_numpy()
-    if len(set(labels.tolist())) < 2:
-        raise ValueError(f"status metrics need altered and wild-type patients; got labels {sorted(set(labels))}")
-    out = point_metrics(probs, labels, threshold)
+    statuses, probs = known["label"].to_numpy(), known["probability"].to_numpy()
+    if len(set(statuses.tolist())) < 2:
+        raise ValueError(f"status metrics need altered and wild-type patients; got statuses {sorted(set(statuses))}")
+    out = point_metrics(probs, statuses, threshold)
     out["dice"] = float(np.nanmean(table["dice"])) if table["dice"].notna().any() else float("nan")
     return out
