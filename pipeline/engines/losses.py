@@ -1,8 +1,8 @@
 """Losses of the MSCG segmentation GAN (Deng et al., Front. Oncol. 2026).
 
-* :class:`DiceBCELoss`: soft Dice whose denominator raises the prediction and the
-  reference to the power ``p`` (``p=2`` is the V-Net form, the paper's "p=2") plus binary
-  cross-entropy, both on logits.
+* :class:`DiceBCELoss`: MONAI's ``DiceCELoss`` set up as the paper's loss: soft Dice whose denominator
+  squares the prediction and the reference (``p=2``, the V-Net form, the paper's "p=2"; ``p=1`` plain)
+  plus binary cross-entropy, both on logits.
 * :class:`AdversarialLoss`: the conditional-GAN terms. The discriminator scores
   (image, mask) pairs; the generator is pushed to make (image, generated mask) look like
   (image, reference mask). ``k`` (the paper's "k=0.5"; the bundle uses 0.05, see its docs)
@@ -17,15 +17,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceCELoss
 from torch import nn
 
 
-class DiceBCELoss(nn.Module):
-    """``dice_weight * (1 - Dice_p) + bce_weight * BCE`` for binary logits of shape (B, 1, ...).
+class DiceBCELoss(DiceCELoss):
+    """MONAI's ``DiceCELoss`` with the paper's settings: ``dice_weight * (1 - Dice_p) + bce_weight * BCE`` on binary
+    logits of shape (B, 1, ...), under the bundle's key names (``p``, ``dice_weight``, ``bce_weight``, ``smooth``).
 
-    ``Dice_p = (2 * sum(s * y) + smooth) / (sum(s**p) + sum(y**p) + smooth)`` with
-    ``s = sigmoid(logits)``, computed per sample over all spatial positions, then averaged
-    over the batch (like MONAI's ``DiceLoss(batch=False)``).
+    ``Dice_p = (2 * sum(s * y) + smooth) / (sum(s**p) + sum(y**p) + smooth)`` with ``s = sigmoid(logits)``, per
+    sample over all spatial positions, then averaged over the batch: ``DiceCELoss(sigmoid=True,
+    squared_pred=(p == 2), smooth_nr=smooth, smooth_dr=smooth, batch=False, reduction="mean")``; ``p=2`` is the
+    V-Net form (the paper's "p=2"), ``p=1`` the plain Dice; MONAI offers no other exponent. For one channel MONAI
+    takes ``BCEWithLogitsLoss``. The inputs are cast to float32 first, so that sums over a slice stay exact under
+    mixed precision (as the hand-written loss this replaces did; ``tests/test_adversarial_trainer.py`` checks the
+    formula).
 
     ``smooth`` defaults to 1 (one pixel), not MONAI's 1e-5: a lesion-free slice (empty reference)
     gives ``1 - smooth / (sum(s**p) + smooth)``, whose gradient peaks where ``sum(s**p)`` is about
@@ -36,23 +42,16 @@ class DiceBCELoss(nn.Module):
     """
 
     def __init__(self, p: float = 2.0, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1.0):
-        super().__init__()
-        if p <= 0:
-            raise ValueError(f"Dice denominator exponent p must be positive, got {p}")
-        self.p, self.dice_weight, self.bce_weight, self.smooth = float(p), dice_weight, bce_weight, smooth
-
-    def dice_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        prob = torch.sigmoid(logits.float()).flatten(1)
-        target = target.float().flatten(1)
-        intersection = (prob * target).sum(1)
-        denominator = prob.pow(self.p).sum(1) + target.pow(self.p).sum(1)
-        return (1.0 - (2.0 * intersection + self.smooth) / (denominator + self.smooth)).mean()
+        if p not in (1, 2):
+            raise ValueError(f"Dice denominator exponent p must be 1 or 2 (MONAI's squared_pred), got {p}")
+        super().__init__(sigmoid=True, squared_pred=p == 2, smooth_nr=smooth, smooth_dr=smooth, batch=False,
+                         reduction="mean", lambda_dice=dice_weight, lambda_ce=bce_weight)
+        self.p = float(p)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape != target.shape:
             raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
-        bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
-        return self.dice_weight * self.dice_loss(logits, target) + self.bce_weight * bce
+        return super().forward(logits.float(), target.float())
 
 
 class AdversarialLoss(nn.Module):
