@@ -35,7 +35,7 @@ from evaluation.pairing import EvaluationCase, Pairing
 from evaluation.report import write_outputs
 from evaluation.summary import METRICS, summarize
 
-__all__ = ["CaseFailure", "CohortEvaluator", "CohortResult", "evaluate_case", "CASE_COLUMNS"]
+__all__ = ["CaseFailure", "CohortEvaluator", "CohortResult", "case_table", "evaluate_case", "CASE_COLUMNS"]
 
 ID_COLUMNS: tuple[str, ...] = ("case_id", "patient_id", "sequence", "center", "status", "failure", "failed_file",
                                "reason")
@@ -134,6 +134,22 @@ def _pool_context() -> mp.context.BaseContext:
     return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
 
 
+def case_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The per-case table of :func:`evaluate_case` rows: the columns in order, with their types."""
+    frame = pd.DataFrame(list(rows))
+    metric_columns = [f"{m}{suffix}" for suffix in ("_raw", "_policy") for m in METRICS]
+    volumes = [c for c in VOLUME_COLUMNS if c in frame.columns] or list(VOLUME_COLUMNS[:2])
+    frame = frame.reindex(columns=[*ID_COLUMNS, *metric_columns, *volumes, *FLAG_COLUMNS, *PATH_COLUMNS])
+    for column in ("ref_empty", "pred_empty", "policy_applied"):
+        frame[column] = frame[column].astype("boolean")
+    for metric in METRICS:
+        for suffix in ("_raw", "_policy"):
+            frame[metric + suffix] = frame[metric + suffix].astype(float)
+    for column in ("failure", "failed_file", "reason", "empty_case"):
+        frame[column] = frame[column].astype(object).fillna("")
+    return frame
+
+
 class CohortEvaluator:
     """Evaluate prediction/reference pairs of a cohort and write its report.
 
@@ -182,6 +198,14 @@ class CohortEvaluator:
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"case ids must be unique; repeated: {', '.join(duplicates[:10])}")
+        frame = case_table(self._case_rows(case_list))
+        summary = summarize(frame, METRICS, self.bootstrap, self.confidence, self.seed)
+        return CohortResult(cases=frame, summary=summary, policy=self.policy, affine_atol_mm=self.affine_atol,
+                            bootstrap=self.bootstrap, seed=self.seed, confidence=self.confidence,
+                            unpaired_predictions=unpaired)
+
+    def _case_rows(self, case_list: list[EvaluationCase]) -> list[dict[str, Any]]:
+        """One row per case, in input order (in ``workers`` processes); a subclass may share them out."""
         rows: list[dict[str, Any] | None] = [None] * len(case_list)
         workers = min(self.workers, max(1, len(case_list)))
         with tqdm(total=len(case_list), desc="evaluate", unit="case", disable=not self.progress) as bar:
@@ -202,21 +226,7 @@ class CohortEvaluator:
                             rows[index] = _failed(_base_row(case_list[index]), "error", case_list[index].pred_path,
                                                   f"worker failed ({type(exc).__name__}: {exc})")
                         bar.update()
-        frame = pd.DataFrame(rows)
-        metric_columns = [f"{m}{suffix}" for suffix in ("_raw", "_policy") for m in METRICS]
-        volumes = [c for c in VOLUME_COLUMNS if c in frame.columns] or list(VOLUME_COLUMNS[:2])
-        frame = frame.reindex(columns=[*ID_COLUMNS, *metric_columns, *volumes, *FLAG_COLUMNS, *PATH_COLUMNS])
-        for column in ("ref_empty", "pred_empty", "policy_applied"):
-            frame[column] = frame[column].astype("boolean")
-        for metric in METRICS:
-            for suffix in ("_raw", "_policy"):
-                frame[metric + suffix] = frame[metric + suffix].astype(float)
-        for column in ("failure", "failed_file", "reason", "empty_case"):
-            frame[column] = frame[column].astype(object).fillna("")
-        summary = summarize(frame, METRICS, self.bootstrap, self.confidence, self.seed)
-        return CohortResult(cases=frame, summary=summary, policy=self.policy, affine_atol_mm=self.affine_atol,
-                            bootstrap=self.bootstrap, seed=self.seed, confidence=self.confidence,
-                            unpaired_predictions=unpaired)
+        return rows
 
     def run(self, cases: Pairing | Iterable[EvaluationCase | Mapping], output_dir: str | os.PathLike,
             title: str = "Cohort evaluation", inputs: Mapping[str, str] | None = None) -> CohortResult:

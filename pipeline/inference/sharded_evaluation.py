@@ -14,12 +14,9 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import pandas as pd
-
 from evaluation import CohortEvaluator
-from evaluation.cohort_evaluator import CohortResult
+from evaluation.cohort_result import CohortResult
 from evaluation.pairing import EvaluationCase, Pairing
-from evaluation.summary import METRICS, summarize
 from pipeline.inference.distributed import CohortRanks
 
 __all__ = ["ShardedCohortEvaluator", "cohort_evaluator"]
@@ -34,26 +31,13 @@ class ShardedCohortEvaluator(CohortEvaluator):
         super().__init__(**kwargs)
         self.ranks = ranks
 
-    def evaluate(self, cases: Pairing | Iterable[EvaluationCase | Mapping]) -> CohortResult:
-        case_list, unpaired = self._as_cases(cases)
-        ids = [c.case_id for c in case_list]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"case ids must be unique; repeated: {', '.join(duplicates[:10])}")
+    def _case_rows(self, case_list: list[EvaluationCase]) -> list[dict[str, Any]]:
+        """This rank's share of the rows, gathered from every rank in input order."""
         mine = self.ranks.shard(list(range(len(case_list))))
         logger.info("rank %d of %d: %d of %d cases", self.ranks.rank, self.ranks.world_size, len(mine), len(case_list))
-        part = super().evaluate([case_list[i] for i in mine]).cases if mine else None
-        rows = [] if part is None else list(zip(mine, part.to_dict("records"), strict=True))
+        rows = list(zip(mine, super()._case_rows([case_list[i] for i in mine]), strict=True))
         merged = self.ranks.gather(rows, key=lambda row: row[0], order=range(len(case_list)))
-        columns = part.columns if part is not None else None
-        frame = pd.DataFrame([row for _, row in merged], columns=columns)
-        for column in ("ref_empty", "pred_empty", "policy_applied"):
-            if column in frame:
-                frame[column] = frame[column].astype("boolean")
-        summary = summarize(frame, METRICS, self.bootstrap, self.confidence, self.seed)
-        return CohortResult(cases=frame, summary=summary, policy=self.policy, affine_atol_mm=self.affine_atol,
-                            bootstrap=self.bootstrap, seed=self.seed, confidence=self.confidence,
-                            unpaired_predictions=unpaired)
+        return [row for _, row in merged]
 
     def run(self, cases: Pairing | Iterable[EvaluationCase | Mapping], output_dir: str | os.PathLike,
             title: str = "Cohort evaluation", inputs: Mapping[str, str] | None = None) -> CohortResult:
