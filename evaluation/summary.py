@@ -26,7 +26,8 @@ import pandas as pd
 
 from evaluation.empty_policy import DISTANCE_KEYS, OVERLAP_KEYS
 
-__all__ = ["METRICS", "STAT_COLUMNS", "bootstrap_mean_ci", "describe", "summarize", "summary_records", "summary_table_text"]
+__all__ = ["METRICS", "STAT_COLUMNS", "bootstrap_mean_ci", "describe", "summarize", "summary_records",
+           "summary_table_text"]
 
 METRICS: tuple[str, ...] = OVERLAP_KEYS + DISTANCE_KEYS
 STAT_COLUMNS: tuple[str, ...] = (
