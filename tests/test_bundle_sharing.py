@@ -29,7 +29,7 @@ from pipeline.bundle_sharing import (
 )
 from pipeline.cli import main
 from pipeline.inference import load_segmentation_model
-from pipeline.networks import MSCGenerator, build_generator, build_h3k27m_net
+from pipeline.networks import MSCGenerator, build_generator
 from tests.conftest import copy_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,19 +231,19 @@ def test_torchscript_only_inference_needs_no_network_code(packed: Path, tiny_coh
     assert "model t2: PyTorch loads" not in checks
 
 
-def test_h3k27m_dict_output_without_torchscript_is_a_note(tmp_path: Path, capsys):
+def test_h3k27m_tensor_output_packs_with_a_torchscript_export(tmp_path: Path, capsys):
+    from pipeline.networks import build_h3k27m_export_net
+
     root = copy_bundle(H3_BUNDLE, tmp_path / "h3", base_width=8)
     torch.manual_seed(0)
-    torch.save(build_h3k27m_net("full", base_width=8).state_dict(), root / "models" / "model_full.pt")
+    torch.save(build_h3k27m_export_net("full", base_width=8).state_dict(), root / "models" / "model_t2.pt")
     assert main(["bundle", "pack", str(root), "--out", str(tmp_path / "h3.zip"), "--export-torchscript"]) == 0
-    assert "note: model full: no TorchScript export" in capsys.readouterr().out
+    assert "no TorchScript export" not in capsys.readouterr().out
     report = verify_bundle(tmp_path / "h3.zip")
     checks = {c.name: c for c in report.checks}
     assert report.ok
-    assert checks["model full: PyTorch in/out"].status == "PASS"
-    assert "'class_logits'" in checks["model full: PyTorch in/out"].detail
-    assert checks["model full: TorchScript"].status == "NOTE"
-    assert "no TorchScript model" in checks["model full: TorchScript"].detail
+    assert checks["model t2: PyTorch in/out"].status == "PASS"
+    assert checks["model t2: TorchScript in/out"].status == "PASS"
 
 
 def test_torchscript_that_disagrees_with_the_weights_fails(packed: Path, tmp_path: Path):
