@@ -23,7 +23,7 @@ __all__ = ["UntrustedBundleError", "bundle_code_problems", "check_logging_config
            "use_bundle_code", "activate_bundle_code"]
 
 LOGGING_CONFIG = Path("configs") / "logging.conf"
-_ACTIVATED: list[str] = []  # bundle folders this process put on sys.path
+_ACTIVATED: set[str] = set()  # bundle folders this process put on sys.path
 
 
 class UntrustedBundleError(ValueError):
@@ -79,12 +79,13 @@ def activate_bundle_code(bundle_dir: str | os.PathLike) -> bool:
     if loaded is not None and root not in [str(Path(p).resolve().parent) for p in getattr(loaded, "__path__", [])]:
         for name in [n for n in sys.modules if n == "scripts" or n.startswith("scripts.")]:
             del sys.modules[name]
-    for other in [p for p in _ACTIVATED if p != root and p in sys.path]:
-        sys.path.remove(other)  # an earlier bundle's scripts/ must not be found first
+    for other in sorted(_ACTIVATED - {root}):
+        while other in sys.path:
+            sys.path.remove(other)  # an earlier bundle's scripts/ must not be found first
     if root in sys.path:
         return False
     sys.path.append(root)
-    _ACTIVATED.append(root)
+    _ACTIVATED.add(root)
     return True
 
 
@@ -96,5 +97,5 @@ def use_bundle_code(bundle_dir: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     finally:
-        if added and root in sys.path:
+        while added and root in sys.path:
             sys.path.remove(root)
