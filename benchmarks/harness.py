@@ -10,12 +10,11 @@ import argparse
 import datetime as _dt
 import platform
 import shutil
-import statistics
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -20,20 +20,11 @@ from pipeline.inference.onnx_export import export_bundle_onnx, read_onnx_metadat
 from pipeline.inference.onnx_runtime import OnnxNetwork, session_options  # noqa: E402
 from pipeline.networks import build_generator  # noqa: E402
 from tests.conftest import copy_bundle  # noqa: E402
-from transforms import build_transforms  # noqa: E402
+from tests.tiny_generator import TINY_FEATURES as FEATURES  # noqa: E402
+from tests.tiny_generator import tiny_generator  # noqa: E402
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
-FEATURES = [4, 8, 16]
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def _tiny_generator(cohort_dir: Path, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    net = build_generator("MSCG", features=FEATURES).eval()
-    volume = build_transforms("infer", spatial_size=32)({"image": str(cohort_dir / "images" / "tiny_00_t2.nii.gz")})
-    with torch.no_grad():
-        net.head.bias -= net(volume["image"].as_tensor().permute(3, 0, 1, 2)).median()
-    return net
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +32,7 @@ def onnx_bundle(tmp_path_factory, tiny_cohort: Path) -> Path:
     """A tiny-width bundle (inference.json says the width) with model_t2.pt and its ONNX export."""
     torch.set_num_threads(1)
     root = copy_bundle(BUNDLE, tmp_path_factory.mktemp("onnx_bundle"), features=FEATURES, spatial_size=32)
-    torch.save(_tiny_generator(tiny_cohort.parent).state_dict(), root / "models" / "model_t2.pt")
+    torch.save(tiny_generator(tiny_cohort.parent).state_dict(), root / "models" / "model_t2.pt")
     exported = export_bundle_onnx(root)
     assert exported == {"t2": root / "models" / "model_t2.onnx"}
     return root
@@ -115,7 +106,7 @@ def test_stale_export_falls_back_to_pytorch_and_forced_onnx_refuses(onnx_bundle:
                                                                    tmp_path: Path, capsys):
     bundle = tmp_path / "bundle"
     shutil.copytree(onnx_bundle, bundle)
-    torch.save(_tiny_generator(tiny_cohort.parent, seed=1).state_dict(), bundle / "models" / "model_t2.pt")
+    torch.save(tiny_generator(tiny_cohort.parent, seed=1).state_dict(), bundle / "models" / "model_t2.pt")
     model = load_segmentation_model(bundle, "t2", device="cpu")
     assert model.kind == "pytorch" and model.model_file.name == "model_t2.pt"
     assert _segment(bundle, tiny_cohort, tmp_path / "forced", "--runtime", "onnx") == 2
@@ -150,11 +141,11 @@ def test_bundle_verify_checks_onnx_against_pytorch(onnx_bundle: Path, tiny_cohor
     shutil.copytree(onnx_bundle, bundle)
     pt = bundle / "models" / "model_t2.pt"
     meta = source_metadata(pt, {"variant": "MSCG", "features": FEATURES}, 32)
-    export_onnx(_tiny_generator(tiny_cohort.parent, seed=1), bundle / "models" / "model_t2.onnx", 32, metadata=meta)
+    export_onnx(tiny_generator(tiny_cohort.parent, seed=1), bundle / "models" / "model_t2.onnx", 32, metadata=meta)
     status, detail = _onnx_rows(bundle)["model t2: ONNX vs PyTorch"]
     assert status == "FAIL" and "max |logit diff|" in detail, detail
     # new weights without a re-export: stale
-    torch.save(_tiny_generator(tiny_cohort.parent, seed=2).state_dict(), pt)
+    torch.save(tiny_generator(tiny_cohort.parent, seed=2).state_dict(), pt)
     status, detail = _onnx_rows(bundle)["model t2: ONNX vs PyTorch"]
     assert status == "FAIL" and "exported from other weights" in detail, detail
     (bundle / "models" / "model_t2.onnx").unlink()

@@ -14,12 +14,11 @@ import torch
 
 from pipeline.inference import CohortSegmenter, load_segmentation_model
 from pipeline.inference.prefetch import BackgroundWriter, prefetched
-from pipeline.networks import build_generator
 from tests.conftest import copy_bundle
-from transforms import build_transforms
+from tests.tiny_generator import TINY_FEATURES as FEATURES
+from tests.tiny_generator import tiny_generator
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
-FEATURES = [4, 8, 16]
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
@@ -61,12 +60,7 @@ def test_background_writer_keeps_order_and_raises_a_failed_write():
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, tiny_cohort: Path):
     root = copy_bundle(BUNDLE, tmp_path_factory.mktemp("stages_bundle"), features=FEATURES, spatial_size=32)
-    torch.manual_seed(0)
-    net = build_generator("MSCG", features=FEATURES).eval()
-    volume = build_transforms("infer", spatial_size=32)({"image": str(tiny_cohort.parent / "images" / "tiny_00_t2.nii.gz")})
-    with torch.no_grad():
-        net.head.bias -= net(volume["image"].as_tensor().permute(3, 0, 1, 2)).median()
-    torch.save(net.state_dict(), root / "models" / "model_t2.pt")
+    torch.save(tiny_generator(tiny_cohort.parent).state_dict(), root / "models" / "model_t2.pt")
     return load_segmentation_model(root, "t2", device="cpu", runtime="torch")
 
 

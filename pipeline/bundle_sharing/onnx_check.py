@@ -43,7 +43,7 @@ def check_onnx_models(root: str | os.PathLike, threshold: float = 0.5, atol: flo
 
 def _check_one(root: Path, path: Path, threshold: float, atol: float) -> Check:
     from pipeline.bundle_sharing.bundle_models import load_pytorch_model, model_name_id, read_inference_config
-    from pipeline.inference.onnx_export import network_config, source_metadata, stale_reason
+    from pipeline.inference.onnx_export import expected_source, stale_reason
     from pipeline.inference.onnx_runtime import OnnxNetwork, onnxruntime_available
 
     name = path.stem[len("model_"):]
@@ -62,11 +62,7 @@ def _check_one(root: Path, path: Path, threshold: float, atol: float) -> Check:
         key = model_name_id(parser)
         if key is not None:
             parser[key] = name
-        spatial = int(parser.get_parsed_content("spatial_size")) if "spatial_size" in parser else None
-        expected = source_metadata(pt, network_config(parser), spatial or 0)
-        if spatial is None:
-            expected.pop("dmg.spatial_size")
-        stale = stale_reason(path, expected)
+        stale = stale_reason(path, expected_source(pt, parser))
         if stale is not None:
             return Check(label, "FAIL", stale)
         eager = load_pytorch_model(root, name, pt)

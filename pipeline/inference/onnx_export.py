@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "SOURCE_KEYS", "export_bundle_onnx", "export_onnx", "onnx_file_for",
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "SOURCE_KEYS", "expected_source", "export_bundle_onnx", "export_onnx",
+           "onnx_file_for",
            "read_onnx_metadata", "stale_reason"]
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -84,6 +85,16 @@ def source_metadata(weights: str | os.PathLike, network_config: Mapping[str, Any
     return {"dmg.source_sha256": sha256_file(weights),
             "dmg.network": json.dumps(dict(network_config), sort_keys=True),
             "dmg.spatial_size": str(int(spatial_size))}
+
+
+def expected_source(weights: str | os.PathLike, parser: Any) -> dict[str, str]:
+    """:func:`source_metadata` of ``weights`` with a config (``ConfigParser``) already set to their model name;
+    without a ``spatial_size`` in the config, the slice size is not compared."""
+    spatial_size = int(parser.get_parsed_content("spatial_size")) if "spatial_size" in parser else None
+    expected = source_metadata(weights, network_config(parser), spatial_size or 0)
+    if spatial_size is None:
+        expected.pop("dmg.spatial_size")
+    return expected
 
 
 def stale_reason(onnx_file: str | os.PathLike, expected: Mapping[str, str]) -> str | None:

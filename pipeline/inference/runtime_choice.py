@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 def choose_onnx_file(runtime: str, weights: Path, parser: Any, device: torch.device,
                      torchscript: bool = False) -> Path | None:
     """The ONNX file to run for ``weights`` (a resolved model file), or ``None`` for PyTorch."""
-    from pipeline.inference.onnx_export import network_config, onnx_file_for, source_metadata, stale_reason
+    from pipeline.inference.onnx_export import expected_source, onnx_file_for, stale_reason
     from pipeline.inference.onnx_runtime import onnx_providers
 
     if runtime not in RUNTIMES:
@@ -57,11 +57,7 @@ def choose_onnx_file(runtime: str, weights: Path, parser: Any, device: torch.dev
     if not candidate.is_file():
         return refuse(f"no ONNX export {candidate} (make it with: python -m pipeline.inference.onnx_export "
                       f"{weights.parent.parent})")
-    spatial_size = int(parser.get_parsed_content("spatial_size")) if "spatial_size" in parser else None
-    expected = source_metadata(weights, network_config(parser), spatial_size or 0)
-    if spatial_size is None:
-        expected.pop("dmg.spatial_size")
-    reason = stale_reason(candidate, expected)
+    reason = stale_reason(candidate, expected_source(weights, parser))
     if reason is not None:
         return refuse(reason)
     return candidate
