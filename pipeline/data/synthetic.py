@@ -26,6 +26,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -284,8 +285,13 @@ def _init_worker() -> None:
 
 
 def _pool_context() -> mp.context.BaseContext:
+    """``fork`` (workers inherit the loaded template) only while this process runs a single thread: forking
+    a process with other threads (a prefetching segmenter, a test runner's helpers) can leave a lock held
+    in the child forever. Otherwise ``forkserver`` (or ``spawn``): each worker loads the template itself."""
     methods = mp.get_all_start_methods()
-    return mp.get_context("fork" if "fork" in methods else "spawn")
+    if "fork" in methods and threading.active_count() == 1:
+        return mp.get_context("fork")
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 def cohort_parameters(n_patients: int, centers: Sequence[str], seed: int, lesion_free: bool,
