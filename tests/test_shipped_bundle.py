@@ -41,7 +41,7 @@ def test_pytorch_and_torchscript_models_give_the_same_mask(tmp_path):
 
     manifest = generate_cohort(tmp_path / "c", 1, centers=["center_c"], seed=11, progress=False)
     image = next((manifest.parent / "images").glob("*_t2.nii.gz"))
-    eager = load_segmentation_model(BUNDLE, "t2", device="cpu")
+    eager = load_segmentation_model(BUNDLE, "t2", device="cpu", runtime="torch")
     scripted = load_segmentation_model(BUNDLE, "t2", model_file=BUNDLE / "models" / "model_t2.ts", device="cpu")
     assert (eager.kind, scripted.kind) == ("pytorch", "torchscript")
     data = eager.preprocess(image)
