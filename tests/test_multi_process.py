@@ -17,6 +17,7 @@ from monai.bundle import run as run_bundle
 
 from pipeline.inference.distributed import CohortRanks
 from tests.conftest import copy_bundle
+from pipeline.bundle_sharing.trust import use_bundle_code
 from tests.tiny_generator import TINY_FEATURES as FEATURES
 from tests.tiny_generator import tiny_generator
 
@@ -52,9 +53,10 @@ def test_shard_gives_every_item_to_exactly_one_rank():
 def test_bundle_inference_under_torchrun_writes_each_mask_once(tiny_bundle: Path, tiny_cohort: Path, tmp_path: Path):
     configs = tiny_bundle / "configs"
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    run_bundle(config_file=str(configs / "inference.json"), meta_file=str(configs / "metadata.json"),
-               logging_file=str(configs / "logging.conf"), bundle_root=str(tiny_bundle),
-               dataset_dir=str(tiny_cohort.parent), output_dir=str(single))
+    with use_bundle_code(tiny_bundle):  # its scripts/ importable, as when run from the bundle folder
+        run_bundle(config_file=str(configs / "inference.json"), meta_file=str(configs / "metadata.json"),
+                   logging_file=str(configs / "logging.conf"), bundle_root=str(tiny_bundle),
+                   dataset_dir=str(tiny_cohort.parent), output_dir=str(single))
     config_list = f"['{configs / 'inference.json'}','{configs / 'multi_gpu_inference.json'}']"
     done = _torchrun("-m", "monai.bundle", "run", "--config_file", config_list,
                      "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),

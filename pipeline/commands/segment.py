@@ -47,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
                                     overrides=parse_overrides(args.overrides), runtime=args.runtime,
                                     trust_bundle=args.trust_bundle)
     logging.getLogger(__name__).info("model: %s", model.describe())
-    report = CohortSegmenter(model, args.out, overwrite=args.overwrite).run(args.cohort)
+    segmenter = CohortSegmenter(model, args.out, overwrite=args.overwrite)
+    try:
+        report = segmenter.run(args.cohort)
+    finally:
+        segmenter.ranks.close()  # under torchrun: leave the gloo group before exit (or the process aborts)
     print(report.summary())
     for result in report.problems:
         print(f"  {result.status.upper()} patient {result.patient_id!r}: {result.image or '-'}: {result.reason}")
