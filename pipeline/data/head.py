@@ -29,7 +29,6 @@ NECK_TOP_MNI_Z = -55.0
 SPINE_CENTRE_XY_MNI = (0.0, -32.0)
 SPINE_RADIUS_MM = 9.0
 CORD_RADIUS_MM = 5.0
-HEAD_TISSUES = ("fat", "bone", "marrow", "muscle", "eye")
 
 
 @dataclass(frozen=True)
@@ -105,11 +104,11 @@ def load_head() -> HeadGeometry:
     neck = (ellipse < 1.0) & (z < NECK_TOP_MNI_Z)
     sx, sy = SPINE_CENTRE_XY_MNI
     r_spine = np.sqrt((x - sx) ** 2 + (y - sy) ** 2)
-    spine = (r_spine < SPINE_RADIUS_MM) & (z < NECK_TOP_MNI_Z - 5.0) & np.ones_like(outside, bool)
+    spine = (r_spine < SPINE_RADIUS_MM) & (z < NECK_TOP_MNI_Z - 5.0)
     cord = (r_spine < CORD_RADIUS_MM) & (z < NECK_TOP_MNI_Z + 5.0) & (outside > 0)
     for a in (outside, eyes, face, neck, spine, cord):
         a.setflags(write=False)
-    return HeadGeometry(padded, outside, face & np.ones_like(neck), eyes, neck & ~spine, spine & ~cord, cord)
+    return HeadGeometry(padded, outside, face, eyes, neck & ~spine, spine & ~cord, cord)
 
 
 def head_tissues(head: HeadGeometry, layers: HeadLayers) -> dict[str, np.ndarray]:

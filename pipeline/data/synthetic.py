@@ -212,10 +212,12 @@ def generate_patient(task: PatientTask) -> dict[str, str]:
 
     row = {"patient_id": task.patient_id, "center": task.center, "h3k27m": status,
            "site": "" if spec is None else spec.site, "enhancement": "" if spec is None else spec.enhancement}
-    parameters: dict = {"style": task.style, "skull_stripped": bool(head is None),
-                        "lesion": None if spec is None else asdict(spec), "sequences": {}}
+    parameters: dict = {"sequences": {}}  # recorded for randomised styles only
     if not classic:
-        parameters.update(h3k27m_probability=probability, anatomy_scale=head_scale, ventricle_expansion=anatomy.ventricle_strength,
+        parameters.update(style=task.style, skull_stripped=bool(head is None),
+                          lesion=None if spec is None else asdict(spec),
+                          h3k27m_probability=probability, anatomy_scale=head_scale,
+                          ventricle_expansion=anatomy.ventricle_strength,
                           head_layers=asdict(layers), contrasts={k: asdict(v) for k, v in contrasts.items()})
     images, masks = {}, {}
     for seq in SEQUENCES:

@@ -5,6 +5,9 @@
 #                                                      # check cohort and the classic center_c cohort
 #   bash scripts/reproduce_cpu.sh train t2 [VARIANT]    # all 200 training patients, model selection on the held-out
 #                                                      # style (30 patients whose ranges lie outside the training ones)
+#   bash scripts/reproduce_cpu.sh finetune t2 WEIGHTS  # the shipped 0.4.0 T2/FLAIR: WEIGHTS (the 0.2.0 model, e.g.
+#                                                      # `git show eeb2c04:bundles/.../models/model_t2.pt`) fine-tuned
+#                                                      # 3 epochs, lr 1e-4, on training patients 90-159
 #   bash scripts/reproduce_cpu.sh transfer t1c t2_MSCG-Dis [VARIANT]  # train t1c from another run's best weights
 #   bash scripts/reproduce_cpu.sh ship t2 [RUN]         # best-validation weights of RUNS/RUN -> models/, exports
 #   bash scripts/reproduce_cpu.sh evaluate t2 [VARIANT] [RUN]  # dmg segment + dmg evaluate: held-out style,
@@ -18,7 +21,7 @@ DATA=${DATA:-../../data}
 RUNS=${RUNS:-../../runs}
 # the shipped width and schedule (the paper's is features 32..512, 240x240, lr 1e-4, 500 epochs, on a GPU)
 WIDTH=(--features "[8,16,32,64,128]" --disc_channels "[16,32,64,128]" --spatial_size 160)
-SCHEDULE=(--k 0.05 --learning_rate 0.0003 --num_epochs ${EPOCHS:-14} --val_interval 1 --batch_size 4 --num_workers 1
+SCHEDULE=(--k 0.05 --learning_rate 0.0003 --num_epochs ${EPOCHS:-14} --val_interval 1 --batch_size 4 --num_workers 0
           --seed 0 --split_seed 0)
 
 case "${1:?phase: data, train, transfer, ship or evaluate}" in
@@ -36,6 +39,20 @@ train)
     OMP_NUM_THREADS=1 python -m monai.bundle run --config_file configs/train.json --bundle_root . \
         --dataset_dir "$DATA/train" --sequence "$seq" --variant "$variant" --fold -1 \
         --validation_dir "$DATA/heldout" --output_dir "$RUNS/${seq}_${variant}" "${WIDTH[@]}" "${SCHEDULE[@]}"
+    ;;
+finetune)
+    seq=${2:?sequence}; weights=${3:?weights to start from}
+    python - "$DATA/train" <<'PY'
+import sys
+import pandas as pd
+manifest = pd.read_csv(f"{sys.argv[1]}/manifest.csv", dtype=str, keep_default_na=False)
+manifest.iloc[90:160].to_csv(f"{sys.argv[1]}/subset70b.csv", index=False)
+PY
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python -m monai.bundle run --config_file configs/train.json \
+        --bundle_root . --dataset_dir "$DATA/train/subset70b.csv" --sequence "$seq" --variant MSCG-Dis --fold -1 \
+        --validation_dir "$DATA/heldout" --output_dir "$RUNS/${seq}_ft" --pretrained_ckpt "$weights" \
+        "${WIDTH[@]}" --k 0.05 --learning_rate 0.0001 --num_epochs 3 --val_interval 1 --batch_size 4 \
+        --num_workers 0 --seed 0 --split_seed 0
     ;;
 transfer)
     seq=${2:?sequence}; src=${3:?source run, e.g. t2_MSCG-Dis}; variant=${4:-MSCG-Dis}
