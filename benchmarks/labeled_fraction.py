@@ -8,7 +8,7 @@ validation patients and on a held-out-style cohort: DSC and HD95 per patient on 
 preprocessed once into ``RUNS/cohorts/`` (see :func:`preprocessed_cohort`).
 
     nice -n 19 env OMP_NUM_THREADS=1 python -m benchmarks.labeled_fraction --train DATA/train \\
-        --heldout DATA/heldout --out RUNS --fractions 0.1,0.25,1.0 --seeds 0
+        --heldout DATA/heldout --out RUNS --fractions 0.1,0.25,0.5,1.0 --seeds 0
 
 Writes ``RUNS/labeled_fraction.csv`` (one row per run and cohort), ``RUNS/labeled_fraction.md`` (the table) and
 ``RUNS/labeled_fraction.png`` (DSC against labeled fraction, min-max over seeds).
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from transforms.atomic_writer import atomic_write_bytes, atomic_write_text
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
 SEMI = {"disc_input": "hard", "k": 0.01, "unlabeled_weight": 0.1, "lambda_semi": 0.1, "t_semi": 0.2}
@@ -118,14 +121,17 @@ def preprocessed_cohort(source: Path, dest: Path, sequence: str, spatial_size: i
                                                 "label_flair", "h3k27m"], restval="")
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(manifest, buffer.getvalue())
+    atomic_write_text(manifest, buffer.getvalue())
     return dest
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(text if isinstance(text, bytes) else text.encode())
-    tmp.replace(path)
+def all_scores(out: Path) -> list[dict]:
+    """The scores of every finished run under ``out`` (each run's ``scores.json``), so that separate invocations
+    (e.g. more seeds at one fraction, or the longer ablation) add up to one table."""
+    rows = []
+    for path in sorted(out.glob("F*_s*/scores.json")):
+        rows += json.loads(path.read_text())
+    return rows
 
 
 def summarise(rows: list[dict]) -> str:
@@ -167,7 +173,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    write_atomic(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                         "validation)")
     parser.add_argument("--heldout", type=Path, required=True, help="held-out-style cohort")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--fractions", default="0.1,0.25,1.0")
+    parser.add_argument("--fractions", default="0.1,0.25,0.5,1.0")
     parser.add_argument("--variants", default="MSCG,MSCG-Dis")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--sequence", default="t2")
@@ -189,29 +195,34 @@ def main(argv: list[str] | None = None) -> None:
 
     args.train = preprocessed_cohort(args.train, args.out / "cohorts" / "train", args.sequence, args.spatial_size)
     args.heldout = preprocessed_cohort(args.heldout, args.out / "cohorts" / "heldout", args.sequence, args.spatial_size)
-    cohorts = {"in-distribution (fold 0)": segmentation_datalists(args.train, args.sequence, 0, 5, 0)["validate"],
+    fold0 = segmentation_datalists(args.train, args.sequence, fold=0, n_folds=5, seed=0)
+    cohorts = {"in-distribution (fold 0)": fold0["validate"],
                "held-out style": cohort_datalist(args.heldout, args.sequence, require_label=True)}
     volumes = {name: preprocessed_volumes(items, args.spatial_size) for name, items in cohorts.items()}
-    rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for fraction in [float(f) for f in args.fractions.split(",")]:
             for variant in args.variants.split(","):
                 run = args.out / f"F{fraction:g}_{variant}_s{seed}"
                 train_run(args, fraction, variant, seed, run)
-                generator = trained_generator(variant, run / "model.pt")
-                for name, vols in volumes.items():
-                    per_patient = score(generator, vols, args.spatial_size)
-                    hd = [r["hd95_px"] for r in per_patient if np.isfinite(r["hd95_px"])]
-                    rows.append({"cohort": name, "fraction": fraction, "variant": variant, "seed": seed,
-                                 "dsc": float(np.mean([r["dsc"] for r in per_patient])),
-                                 "hd95_px": float(np.mean(hd)) if hd else float("nan")})
-                    print(rows[-1], flush=True)
+                if not (run / "scores.json").exists():
+                    generator = trained_generator(variant, run / "model.pt")
+                    scores = []
+                    for name, vols in volumes.items():
+                        per_patient = score(generator, vols, args.spatial_size)
+                        hd = [r["hd95_px"] for r in per_patient if np.isfinite(r["hd95_px"])]
+                        scores.append({"cohort": name, "fraction": fraction, "variant": variant, "seed": seed,
+                                       "dsc": float(np.mean([r["dsc"] for r in per_patient])),
+                                       "hd95_px": float(np.mean(hd)) if hd else float("nan")})
+                        print(scores[-1], flush=True)
+                    atomic_write_text(run / "scores.json", json.dumps(scores, indent=1))
+                rows = all_scores(args.out)
                 buffer = io.StringIO()
                 writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
-                write_atomic(args.out / "labeled_fraction.csv", buffer.getvalue())
-                write_atomic(args.out / "labeled_fraction.md", summarise(rows))
+                atomic_write_text(args.out / "labeled_fraction.csv", buffer.getvalue())
+                atomic_write_text(args.out / "labeled_fraction.md", summarise(rows))
+    rows = all_scores(args.out)
     plot(rows, args.out / "labeled_fraction.png")
     print(summarise(rows))
 
