@@ -1,12 +1,11 @@
 """Patient-level classification metrics for H3K27M status, with percentile bootstrap CIs.
 
 * :func:`patient_probabilities`: slice probabilities → one probability per patient.
-* :func:`roc_auc`: AUROC from the Mann-Whitney U statistic with average ranks for ties
-  (the probability that a random altered patient scores above a random wild-type one,
-  ties counting one half) — equal to scikit-learn's ``roc_auc_score``.
-* :func:`average_precision`: AUPRC as average precision, ``sum_n (R_n - R_{n-1}) P_n`` over
-  the distinct score thresholds in decreasing order (``R_0 = 0``; tied scores form one
-  threshold) — scikit-learn's ``average_precision_score`` definition (no interpolation).
+* :func:`roc_auc`: scikit-learn's ``roc_auc_score`` (the probability that a random altered
+  patient scores above a random wild-type one, ties counting one half), NaN with one class.
+* :func:`average_precision`: AUPRC as scikit-learn's ``average_precision_score``,
+  ``sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds in decreasing order
+  (``R_0 = 0``; tied scores form one threshold; no interpolation), NaN without an altered patient.
 * accuracy, sensitivity (recall of altered = class 1), specificity (recall of wild-type) of
   the prediction ``probability >= threshold`` (0.5 by default).
 * :func:`classification_metrics`: all five with a percentile bootstrap CI over patients
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -60,34 +59,19 @@ def _as_arrays(labels: Sequence[Any], scores: Sequence[float]) -> tuple[np.ndarr
 
 
 def roc_auc(labels: Sequence[Any], scores: Sequence[float]) -> float:
-    """AUROC by the Mann-Whitney rank formula with average ranks for ties; NaN with one class."""
+    """AUROC (scikit-learn's ``roc_auc_score``); NaN with one class."""
     y, s = _as_arrays(labels, scores)
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    if n1 == 0 or n0 == 0:
+    if not 0 < int(y.sum()) < y.size:
         return math.nan
-    ranks = rankdata(s)  # average ranks for ties
-    return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
-def _average_precision_sorted(y: np.ndarray, s: np.ndarray) -> float:
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    tps = np.cumsum(y)
-    fps = np.cumsum(1 - y)
-    last_of_tie = np.r_[s[1:] != s[:-1], True]  # one threshold per distinct score
-    tp, fp = tps[last_of_tie], fps[last_of_tie]
-    precision = tp / (tp + fp)
-    recall = tp / tp[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(roc_auc_score(y, s))
 
 
 def average_precision(labels: Sequence[Any], scores: Sequence[float]) -> float:
-    """AUPRC as average precision ``sum_n (R_n - R_{n-1}) P_n``; NaN without positives."""
+    """AUPRC as average precision (scikit-learn's ``average_precision_score``); NaN without positives."""
     y, s = _as_arrays(labels, scores)
     if y.sum() == 0:
         return math.nan
-    return _average_precision_sorted(y, s)
+    return float(average_precision_score(y, s))
 
 
 def threshold_metrics(
@@ -166,9 +150,8 @@ def _bootstrap_draws(y: np.ndarray, p: np.ndarray, threshold: float, idx: np.nda
     pred = pb >= threshold
     tp = np.sum(pred & (yb == 1), 1)
     tn = np.sum(~pred & (yb == 0), 1)
-    ranks = rankdata(pb, axis=1)
-    auroc = (np.where(yb == 1, ranks, 0.0).sum(1) - n1 * (n1 + 1) / 2.0) / (n1 * n0)
-    auprc = np.array([_average_precision_sorted(yb[i], pb[i]) for i in range(idx.shape[0])])
+    auroc = np.array([roc_auc(yb[i], pb[i]) for i in range(idx.shape[0])])
+    auprc = np.array([average_precision(yb[i], pb[i]) for i in range(idx.shape[0])])
     return np.column_stack([(tp + tn) / n, tp / n1, tn / n0, auroc, auprc])
 
 

@@ -1,7 +1,7 @@
 """H3K27M status report: ROC and PR curves, t-SNE of features, saliency overlays, metrics with CIs, HTML.
 
-* :func:`roc_curve_points`, :func:`pr_curve_points`: the curves' points (numpy; the same
-  arrays as scikit-learn's ``roc_curve`` and ``precision_recall_curve`` with their defaults).
+* :func:`roc_curve_points`, :func:`pr_curve_points`: the curves' points (scikit-learn's ``roc_curve`` and
+  ``precision_recall_curve``), refusing one class.
 * :func:`plot_roc_curves`, :func:`plot_pr_curves`: one curve per fold plus the pooled curve,
   AUROC / AUPRC in the legend, chance diagonal / prevalence line; PNG bytes.
 * :func:`plot_tsne`: 2D t-SNE (scikit-learn) of feature vectors coloured by status; PNG bytes.
@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from evaluation.atomic_io import atomic_write_bytes, atomic_write_text
 from evaluation.classification_ceiling import ceiling_text
@@ -69,51 +70,32 @@ LabelsScores = tuple[Sequence[Any], Sequence[float]]
 # ----------------------------------------------------------------------------- curves
 
 
-def _threshold_counts(labels: Sequence[Any], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """False and true positives of ``score >= t`` for each distinct score ``t``, decreasing."""
+def _two_class_arrays(labels: Sequence[Any], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     y, s = _as_arrays(labels, scores)
     n1 = int(y.sum())
     if n1 == 0 or n1 == y.size:
         raise ValueError(f"a curve needs both classes; got {n1} altered of {y.size} patients")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last_of_tie = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # tied scores form one threshold
-    tps = np.cumsum(y)[last_of_tie].astype(np.float64)
-    fps = (last_of_tie + 1) - tps
-    return fps, tps, s[last_of_tie]
+    return y, s
 
 
 def roc_curve_points(labels: Sequence[Any], scores: Sequence[float],
                      drop_intermediate: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC curve: ``(fpr, tpr, thresholds)``, thresholds decreasing from ``inf`` (the point (0, 0)).
-
-    ``drop_intermediate`` drops collinear points that do not change the curve (as
-    scikit-learn's ``roc_curve`` does by default). Raises ``ValueError`` with one class only.
+    """ROC curve ``(fpr, tpr, thresholds)`` of scikit-learn's ``roc_curve``: thresholds decreasing from ``inf``
+    (the point (0, 0)); ``drop_intermediate`` drops collinear points. Raises ``ValueError`` with one class only.
     """
-    fps, tps, thresholds = _threshold_counts(labels, scores)
-    if drop_intermediate and fps.size > 2:
-        keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
-        fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
-    fps, tps = np.r_[0.0, fps], np.r_[0.0, tps]
-    return fps / fps[-1], tps / tps[-1], np.r_[np.inf, thresholds]
+    y, s = _two_class_arrays(labels, scores)
+    return roc_curve(y, s, drop_intermediate=drop_intermediate)
 
 
 def pr_curve_points(labels: Sequence[Any], scores: Sequence[float],
                     drop_intermediate: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision-recall curve: ``(precision, recall, thresholds)``, recall decreasing to 0.
-
-    As scikit-learn's ``precision_recall_curve``: one point per distinct score (thresholds
-    increasing), then the point (recall 0, precision 1) without a threshold.
-    ``drop_intermediate`` keeps only the first and last point of each recall value. Raises
+    """Precision-recall curve ``(precision, recall, thresholds)`` of scikit-learn's ``precision_recall_curve``:
+    one point per distinct score (thresholds increasing), then the point (recall 0, precision 1) without a
+    threshold; ``drop_intermediate`` keeps only the first and last point of each recall value. Raises
     ``ValueError`` with one class only.
     """
-    fps, tps, thresholds = _threshold_counts(labels, scores)
-    if drop_intermediate and fps.size > 2:
-        keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(tps[:-1]), np.diff(tps[1:])), True])
-        fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
-    precision = tps / (tps + fps)  # tps + fps >= 1 at every threshold
-    recall = tps / tps[-1]
-    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
+    y, s = _two_class_arrays(labels, scores)
+    return precision_recall_curve(y, s, drop_intermediate=drop_intermediate)
 
 
 def _both_classes(labels: Sequence[Any]) -> bool:
@@ -473,9 +455,9 @@ def _definitions(threshold: float, resamples: int, confidence: float, seed: int,
 <li><b>Threshold</b>: a patient is predicted altered when its probability &ge; {threshold:g}.
 <b>Accuracy</b> (TP+TN)/N, <b>sensitivity</b> TP/(TP+FN) (altered found), <b>specificity</b> TN/(TN+FP)
 (wild-type found).</li>
-<li><b>AUROC</b>: Mann-Whitney U / (n<sub>alt</sub>&middot;n<sub>wt</sub>), ties count one half (= scikit-learn
-<code>roc_auc_score</code>). <b>AUPRC</b>: average precision &Sigma;(R<sub>n</sub>&minus;R<sub>n&minus;1</sub>)
-P<sub>n</sub> over distinct thresholds, no interpolation (= <code>average_precision_score</code>); a random
+<li><b>AUROC</b>: scikit-learn <code>roc_auc_score</code>, Mann-Whitney U / (n<sub>alt</sub>&middot;n<sub>wt</sub>),
+ties count one half. <b>AUPRC</b>: average precision &Sigma;(R<sub>n</sub>&minus;R<sub>n&minus;1</sub>)
+P<sub>n</sub> over distinct thresholds, no interpolation (scikit-learn <code>average_precision_score</code>); a random
 ranking scores the prevalence. Threshold-free, so they ignore calibration.</li>
 <li><b>{confidence:.0%} CI</b>: percentile bootstrap over patients: {resamples} draws of the patients with
 replacement (<code>numpy.random.default_rng({seed})</code>), all metrics recomputed on each draw; draws with only

@@ -42,29 +42,28 @@ def _tied_scores(seed: int, n: int = 40) -> tuple[np.ndarray, np.ndarray]:
     return labels, scores
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("drop", [True, False])
-def test_roc_points_equal_sklearn(seed, drop):
-    metrics = pytest.importorskip("sklearn.metrics")
-    labels, scores = _tied_scores(seed)
-    assert np.unique(scores).size < scores.size  # the ties are there
-    fpr, tpr, thr = roc_curve_points(labels, scores, drop_intermediate=drop)
-    ref_fpr, ref_tpr, ref_thr = metrics.roc_curve(labels, scores, drop_intermediate=drop)
-    np.testing.assert_allclose(fpr, ref_fpr)
-    np.testing.assert_allclose(tpr, ref_tpr)
-    np.testing.assert_array_equal(thr, ref_thr)
+# Worked by hand: scores 0.9 (altered), 0.5 (altered, tied with a wild-type), 0.3 (altered), 0.1 (wild-type).
+HAND_LABELS, HAND_SCORES = [1, 1, 0, 1, 0], [0.9, 0.5, 0.5, 0.3, 0.1]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("drop", [False, True])
-def test_pr_points_equal_sklearn(seed, drop):
-    metrics = pytest.importorskip("sklearn.metrics")
-    labels, scores = _tied_scores(seed)
-    precision, recall, thr = pr_curve_points(labels, scores, drop_intermediate=drop)
-    ref_p, ref_r, ref_t = metrics.precision_recall_curve(labels, scores, drop_intermediate=drop)
-    np.testing.assert_allclose(precision, ref_p)
-    np.testing.assert_allclose(recall, ref_r)
-    np.testing.assert_array_equal(thr, ref_t)
+def test_roc_points_by_hand():
+    fpr, tpr, thr = roc_curve_points(HAND_LABELS, HAND_SCORES, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 1])
+    np.testing.assert_allclose(tpr, [0, 1 / 3, 2 / 3, 1, 1])
+    np.testing.assert_array_equal(thr, [np.inf, 0.9, 0.5, 0.3, 0.1])
+    # (0, 0) -> (0, 1/3) -> (0.5, 2/3) -> (0.5, 1) -> (1, 1) has no collinear point to drop
+    np.testing.assert_array_equal(roc_curve_points(HAND_LABELS, HAND_SCORES)[2], thr)
+    collinear = roc_curve_points([1, 1, 1, 0], [0.9, 0.8, 0.7, 0.1])  # 0.8 lies on the line 0.9 -> 0.7
+    np.testing.assert_array_equal(collinear[2], [np.inf, 0.9, 0.7, 0.1])
+
+
+def test_pr_points_by_hand():
+    precision, recall, thr = pr_curve_points(HAND_LABELS, HAND_SCORES)
+    np.testing.assert_allclose(precision, [3 / 5, 3 / 4, 2 / 3, 1, 1])
+    np.testing.assert_allclose(recall, [1, 1, 2 / 3, 1 / 3, 0])
+    np.testing.assert_array_equal(thr, [0.1, 0.3, 0.5, 0.9])
+    # the area under the step curve is the average precision: 1/3 * 1 + 1/3 * 2/3 + 1/3 * 3/4
+    assert -np.sum(np.diff(recall) * precision[:-1]) == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
 
 
 def test_curves_refuse_one_class():
