@@ -9,7 +9,8 @@
 * accuracy, sensitivity (recall of altered = class 1), specificity (recall of wild-type) of
   the prediction ``probability >= threshold`` (0.5 by default).
 * :func:`classification_metrics`: all five with a percentile bootstrap CI over patients
-  (``resamples`` draws of the patients with replacement, ``numpy.random.default_rng(seed)``).
+  (:func:`evaluation.bootstrap.percentile_ci`, i.e. ``scipy.stats.bootstrap``: ``resamples`` paired
+  draws of the patients' (label, probability) with replacement, ``numpy.random.default_rng(seed)``).
   Draws with a single class are skipped (AUROC, AUPRC, sensitivity or specificity are
   undefined there) and counted in ``resamples_skipped``; the CI comes from the remaining
   draws. A percentile CI usually, but not by construction, contains the point estimate.
@@ -27,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
+
+from evaluation.bootstrap import percentile_ci
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -74,21 +77,22 @@ def average_precision(labels: Sequence[Any], scores: Sequence[float]) -> float:
     return float(average_precision_score(y, s))
 
 
-def threshold_metrics(
-    labels: Sequence[Any], probabilities: Sequence[float], threshold: float = 0.5
-) -> dict[str, float]:
-    """Accuracy, sensitivity and specificity of ``probability >= threshold`` (NaN where undefined)."""
-    y, p = _as_arrays(labels, probabilities)
+def _threshold_values(y: np.ndarray, p: np.ndarray, threshold: float) -> np.ndarray:
+    """Accuracy, sensitivity, specificity of ``p >= threshold`` along the last axis: shape ``(3, *y.shape[:-1])``,
+    NaN where undefined (no patient, no altered or no wild-type patient)."""
     pred = p >= threshold
-    tp = int(np.sum(pred & (y == 1)))
-    tn = int(np.sum(~pred & (y == 0)))
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    return {
-        "accuracy": (tp + tn) / y.size if y.size else math.nan,
-        "sensitivity": tp / n1 if n1 else math.nan,
-        "specificity": tn / n0 if n0 else math.nan,
-    }
+    n = y.shape[-1]
+    n1 = y.sum(-1)
+    tp = np.sum(pred & (y == 1), -1)
+    tn = np.sum(~pred & (y == 0), -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.stack([np.divide(tp + tn, n), np.divide(tp, n1), np.divide(tn, n - n1)]).astype(np.float64)
+
+
+def threshold_metrics(labels: Sequence[Any], scores: Sequence[float], threshold: float = 0.5) -> dict[str, float]:
+    """Accuracy, sensitivity and specificity of ``score >= threshold`` (NaN where undefined)."""
+    y, s = _as_arrays(labels, scores)
+    return {m: float(v) for m, v in zip(("accuracy", "sensitivity", "specificity"), _threshold_values(y, s, threshold))}
 
 
 def point_metrics(probabilities: Sequence[float], labels: Sequence[Any], threshold: float = 0.5) -> dict[str, float]:
@@ -141,18 +145,16 @@ class ClassificationResult:
         return out
 
 
-def _bootstrap_draws(y: np.ndarray, p: np.ndarray, threshold: float, idx: np.ndarray) -> np.ndarray:
-    """Metrics (rows: draws; columns: CLASSIFICATION_METRICS) of draws with both classes."""
-    yb, pb = y[idx], p[idx]
-    n = idx.shape[1]
-    n1 = yb.sum(1)
-    n0 = n - n1
-    pred = pb >= threshold
-    tp = np.sum(pred & (yb == 1), 1)
-    tn = np.sum(~pred & (yb == 0), 1)
-    auroc = np.array([roc_auc(yb[i], pb[i]) for i in range(idx.shape[0])])
-    auprc = np.array([average_precision(yb[i], pb[i]) for i in range(idx.shape[0])])
-    return np.column_stack([(tp + tn) / n, tp / n1, tn / n0, auroc, auprc])
+def _resample_metrics(threshold: float):
+    """The statistic of the bootstrap: the metrics (``CLASSIFICATION_METRICS``) of each resample (the rows of
+    ``labels`` and ``scores``), shape ``(5, resamples)``; a resample with one class has NaN among them."""
+
+    def statistic(labels: np.ndarray, scores: np.ndarray, axis: int = -1) -> np.ndarray:
+        labels, scores = np.moveaxis(labels, axis, -1), np.moveaxis(scores, axis, -1)
+        ranking = [(roc_auc(y, s), average_precision(y, s)) for y, s in zip(labels, scores)]
+        return np.vstack([_threshold_values(labels, scores, threshold), np.array(ranking).reshape(-1, 2).T])
+
+    return statistic
 
 
 def classification_metrics(
@@ -174,29 +176,11 @@ def classification_metrics(
         seed: seed of ``numpy.random.default_rng``; the same seed gives the same CIs.
     """
     y, p = _as_arrays(labels, probabilities)
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     values = point_metrics(p, y, threshold)
-    nan = {m: math.nan for m in CLASSIFICATION_METRICS}
-    low, high = dict(nan), dict(nan)
-    skipped = 0
-    if resamples > 0 and y.size > 0:
-        rng = np.random.default_rng(seed)
-        chunk = max(1, 1_000_000 // y.size)  # bounded memory for large cohorts
-        kept = []
-        for start in range(0, int(resamples), chunk):
-            idx = rng.integers(0, y.size, size=(min(chunk, int(resamples) - start), y.size))
-            n1 = y[idx].sum(1)
-            valid = (n1 > 0) & (n1 < y.size)
-            skipped += int(np.count_nonzero(~valid))
-            if valid.any():
-                kept.append(_bootstrap_draws(y, p, threshold, idx[valid]))
-        if kept:
-            draws = np.concatenate(kept)
-            alpha = (1.0 - confidence) / 2.0
-            qs = np.percentile(draws, [100.0 * alpha, 100.0 * (1.0 - alpha)], axis=0)
-            for j, m in enumerate(CLASSIFICATION_METRICS):
-                low[m], high[m] = float(qs[0, j]), float(qs[1, j])
+    interval = percentile_ci((y, p), _resample_metrics(threshold), resamples, confidence, seed, paired=True)
+    low = {m: float(v) for m, v in zip(CLASSIFICATION_METRICS, interval.low)}
+    high = {m: float(v) for m, v in zip(CLASSIFICATION_METRICS, interval.high)}
+    skipped = interval.skipped
     return ClassificationResult(
         values=values,
         ci_low=low,

@@ -457,11 +457,12 @@ def _definitions(threshold: float, resamples: int, confidence: float, seed: int,
 (wild-type found).</li>
 <li><b>AUROC</b>: scikit-learn <code>roc_auc_score</code>, Mann-Whitney U / (n<sub>alt</sub>&middot;n<sub>wt</sub>),
 ties count one half. <b>AUPRC</b>: average precision &Sigma;(R<sub>n</sub>&minus;R<sub>n&minus;1</sub>)
-P<sub>n</sub> over distinct thresholds, no interpolation (scikit-learn <code>average_precision_score</code>); a random
-ranking scores the prevalence. Threshold-free, so they ignore calibration.</li>
-<li><b>{confidence:.0%} CI</b>: percentile bootstrap over patients: {resamples} draws of the patients with
-replacement (<code>numpy.random.default_rng({seed})</code>), all metrics recomputed on each draw; draws with only
-one class are skipped (skipped per fold: {html.escape(skipped_text)}). Small folds give wide intervals.</li>
+P<sub>n</sub> over distinct thresholds, no interpolation (scikit-learn <code>average_precision_score</code>);
+a random ranking scores the prevalence. Threshold-free, so they ignore calibration.</li>
+<li><b>{confidence:.0%} CI</b>: percentile bootstrap over patients (<code>scipy.stats.bootstrap</code>): {resamples}
+draws of the patients with replacement (<code>numpy.random.default_rng({seed})</code>), all metrics recomputed
+on each draw; draws with only one class are skipped (skipped per fold: {html.escape(skipped_text)}). Small folds
+give wide intervals.</li>
 {pooled}
 {dice}
 {tsne}

@@ -9,10 +9,10 @@ Computed on the **policy** columns (``<metric>_policy``) of the evaluated cases,
   so a missed lesion under the raw policy shows up as ``inf`` rather than vanishing;
 * ``mean``; ``sd`` (sample SD, ``ddof=1``; NaN for one case); ``median``, ``q1``, ``q3``
   (25th/75th percentiles, linear interpolation) and ``iqr = q3 - q1``;
-* ``ci_low`` / ``ci_high``: percentile bootstrap CI of the mean (``resamples`` resamples of
-  the group's cases with replacement, ``numpy.random.default_rng(seed)`` per group and
-  metric, so the numbers do not depend on the order groups are computed in); NaN for fewer
-  than two cases or non-finite values.
+* ``ci_low`` / ``ci_high``: percentile bootstrap CI of the mean (``scipy.stats.bootstrap``:
+  ``resamples`` resamples of the group's cases with replacement, ``numpy.random.default_rng(seed)``
+  per group and metric, so the numbers do not depend on the order groups are computed in); NaN
+  for fewer than two cases or non-finite values.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evaluation.bootstrap import percentile_ci
 from evaluation.empty_policy import DISTANCE_KEYS, OVERLAP_KEYS
 
 __all__ = ["METRICS", "STAT_COLUMNS", "bootstrap_mean_ci", "describe", "summarize", "summary_records",
@@ -38,21 +39,13 @@ ALL = "all"
 
 def bootstrap_mean_ci(values: Sequence[float], resamples: int = 2000, confidence: float = 0.95,
                       seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean; ``(nan, nan)`` for fewer than 2 values or any non-finite one."""
+    """Percentile bootstrap CI of the mean (:func:`evaluation.bootstrap.percentile_ci`); ``(nan, nan)`` for
+    fewer than 2 values or any non-finite one; ``(v, v)`` when every value is ``v``."""
     values = np.asarray(values, dtype=np.float64)
     if values.size < 2 or not np.all(np.isfinite(values)) or resamples < 1:
         return math.nan, math.nan
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    rng = np.random.default_rng(seed)
-    means = np.empty(int(resamples), dtype=np.float64)
-    chunk = max(1, 2_000_000 // values.size)  # bounded memory for large cohorts
-    for start in range(0, int(resamples), chunk):
-        stop = min(start + chunk, int(resamples))
-        means[start:stop] = values[rng.integers(0, values.size, size=(stop - start, values.size))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.percentile(means, [100.0 * alpha, 100.0 * (1.0 - alpha)])
-    return float(low), float(high)
+    interval = percentile_ci((values,), np.mean, resamples, confidence, seed)
+    return float(interval.low[0]), float(interval.high[0])
 
 
 def describe(values: Sequence[float], resamples: int = 2000, confidence: float = 0.95,

@@ -20,6 +20,7 @@ from evaluation.classification import (
     average_precision,
     classification_metrics,
     patient_probabilities,
+    point_metrics,
     roc_auc,
     threshold_metrics,
 )
@@ -409,6 +410,23 @@ def test_bootstrap_skips_and_counts_single_class_draws():
     one_class = classification_metrics([0.2, 0.7, 0.4], [0, 0, 0], resamples=50)
     assert one_class.resamples_skipped == 50
     assert math.isnan(one_class.values["auroc"]) and math.isnan(one_class.ci_low["auroc"])
+
+
+def test_bootstrap_ci_is_the_percentile_of_paired_two_class_draws():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 12)
+    y[:2] = (0, 1)
+    p = np.round(np.clip(0.3 * y + 0.7 * rng.random(12), 0, 1), 1)  # ties
+    res = classification_metrics(p, y, resamples=300, confidence=0.8, seed=2)
+    # written out: draws of the patients (label and probability together), single-class draws left out
+    draws = np.random.default_rng(2).integers(0, 12, (300, 12))
+    kept = [point_metrics(p[i], y[i]) for i in draws if 0 < y[i].sum() < 12]
+    assert res.resamples_skipped == 300 - len(kept)
+    for m in CLASSIFICATION_METRICS:
+        low, high = np.percentile([k[m] for k in kept], [10.0, 90.0])
+        assert (res.ci_low[m], res.ci_high[m]) == pytest.approx((low, high), rel=1e-12), m
+    tied = classification_metrics(np.full(12, 0.4), y, resamples=100)  # all scores equal: AUROC 0.5 in every draw
+    assert (tied.ci_low["auroc"], tied.ci_high["auroc"]) == (0.5, 0.5)
 
 
 def test_patient_aggregation():
