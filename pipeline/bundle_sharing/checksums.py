@@ -5,24 +5,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ChecksumDiff", "compare_checksums", "format_checksums", "parse_checksums", "sha256_file"]
+from pipeline.checkpoint_io import sha256_file
+
+__all__ = ["ChecksumDiff", "compare_checksums", "format_checksums", "parse_checksums"]
 
 _LINE = re.compile(r"^(?P<digest>[0-9a-fA-F]{64}) [ *](?P<path>.+)$")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def format_checksums(digests: Mapping[str, str]) -> str:

@@ -42,6 +42,8 @@ __all__ = [
     "check_config_files",
     "check_config_value",
     "check_expression",
+    "parse_expression",
+    "referenced_id",
 ]
 
 ALLOWED_MODULES = ("torch", "monai", "ignite", "numpy", "pipeline", "transforms", "evaluation", "scripts", "os",
@@ -275,14 +277,34 @@ def _check_argument(name: str, value: Any) -> None:
         raise _Refused(f"{name} must be {UNPICKLING_SWITCHES[name]} (anything else unpickles arbitrary objects)")
 
 
+def parse_expression(text: str) -> tuple[ast.Module, tuple[str, ...]]:
+    """The syntax tree of one ``$`` string (with or without its ``$``), never evaluated, and the config ids it
+    references: ``@id`` becomes the name ``__dmg_ref_<i>`` where ``i`` indexes the returned ids. Raises
+    ``ValueError`` when it is not Python."""
+    refs: list[str] = []
+
+    def placeholder(match: re.Match) -> str:
+        refs.append(match[1])
+        return f"{_REF_NAME}{len(refs) - 1}"
+
+    body = _REF.sub(placeholder, text.removeprefix("$")).strip()
+    try:
+        return ast.parse(body, mode="exec"), tuple(refs)
+    except SyntaxError as exc:
+        raise _Refused(f"not a Python expression ({exc.msg})") from None
+
+
+def referenced_id(node: ast.AST, refs: tuple[str, ...]) -> str | None:
+    """The config id a node of :func:`parse_expression`'s tree stands for, if it is a reference."""
+    if isinstance(node, ast.Name) and node.id.startswith(_REF_NAME):
+        return refs[int(node.id[len(_REF_NAME):])]
+    return None
+
+
 def check_expression(text: str, imports: dict[str, str] | None = None) -> dict[str, str]:
     """Check one ``$`` string (with or without its ``$``). Returns the names an import statement binds
     (empty for an expression); raises ``ValueError`` with the reason when it is refused."""
-    body = _REF.sub(lambda m: _REF_NAME, text.removeprefix("$")).strip()
-    try:
-        tree = ast.parse(body, mode="exec")
-    except SyntaxError as exc:
-        raise _Refused(f"not a Python expression ({exc.msg})") from None
+    tree, _ = parse_expression(text)
     if len(tree.body) != 1:
         raise _Refused("more than one statement")
     statement = tree.body[0]

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.inference.model import is_torchscript_file
+from pipeline.checkpoint_io import model_file_kind
 
 __all__ = [
     "CHECKSUMS_FILE",
@@ -88,13 +87,6 @@ class ModelFiles:
         return " + ".join(k for k, p in (("PyTorch", self.pytorch), ("TorchScript", self.torchscript)) if p)
 
 
-def _is_torchscript(path: Path) -> bool:
-    try:
-        return is_torchscript_file(path)
-    except (zipfile.BadZipFile, ValueError, OSError):  # a corrupt file: torch.load will say what is wrong
-        return False
-
-
 def find_models(root: str | os.PathLike) -> dict[str, ModelFiles]:
     """``models/model_<name>.pt`` (a state dict) and ``models/model_<name>.ts`` by name.
 
@@ -111,7 +103,7 @@ def find_models(root: str | os.PathLike) -> dict[str, ModelFiles]:
         entry = models.setdefault(match["name"], ModelFiles(match["name"]))
         if match["ext"] == "ts":
             entry.torchscript = path
-        elif _is_torchscript(path):
+        elif model_file_kind(path) == "torchscript":
             entry.torchscript = entry.torchscript or path
         else:
             entry.pytorch = path

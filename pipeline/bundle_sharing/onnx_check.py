@@ -42,7 +42,7 @@ def check_onnx_models(root: str | os.PathLike, threshold: float = 0.5, atol: flo
 
 
 def _check_one(root: Path, path: Path, threshold: float, atol: float) -> Check:
-    from pipeline.bundle_sharing.bundle_models import load_pytorch_model, model_name_id, read_inference_config
+    from pipeline.bundle_sharing.bundle_models import inference_config_for, load_pytorch_model
     from pipeline.inference.onnx_export import expected_source, stale_reason
     from pipeline.inference.onnx_runtime import OnnxNetwork, onnxruntime_available
 
@@ -58,10 +58,7 @@ def _check_one(root: Path, path: Path, threshold: float, atol: float) -> Check:
     if not pt.is_file():
         return Check(label, "NOTE", f"{path.name} loads; no {pt.name} to compare with")
     try:
-        parser = read_inference_config(root)
-        key = model_name_id(parser)
-        if key is not None:
-            parser[key] = name
+        parser = inference_config_for(root, name)
         stale = stale_reason(path, expected_source(pt, parser))
         if stale is not None:
             return Check(label, "FAIL", stale)

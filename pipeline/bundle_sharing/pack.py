@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pipeline.bundle_sharing.archive import write_zip
 from pipeline.bundle_sharing.bundle_models import export_torchscript as script_and_save
 from pipeline.bundle_sharing.bundle_models import metadata_of
-from pipeline.bundle_sharing.checksums import format_checksums, sha256_file
+from pipeline.bundle_sharing.checksums import format_checksums
 from pipeline.bundle_sharing.layout import (
     CHECKSUMS_FILE,
     MANIFEST_FILE,
@@ -39,7 +39,7 @@ from pipeline.bundle_sharing.layout import (
 from pipeline.bundle_sharing.metadata_checks import check_metadata
 from pipeline.bundle_sharing.signing import key_id, sign_checksums
 from pipeline.bundle_sharing.trust import bundle_code_problems, use_bundle_code
-from pipeline.inference.model import is_torchscript_file
+from pipeline.checkpoint_io import model_file_kind, sha256_file
 
 __all__ = ["PackResult", "pack_bundle", "package_versions"]
 
@@ -97,7 +97,7 @@ def check_weights_only(bundle: Path, files: list[str]) -> None:
         if not (rel.startswith("models/") and rel.endswith((".pt", ".pth"))):
             continue
         path = bundle / rel
-        if is_torchscript_file(path):
+        if model_file_kind(path) == "torchscript":
             continue
         try:
             torch.load(path, map_location="cpu", weights_only=True)

@@ -1,8 +1,8 @@
 """Inference: load a trained segmentation bundle (or its TorchScript export) and segment a cohort."""
 
+from pipeline.checkpoint_io import is_torchscript_file
 from pipeline.inference.model import (
     SegmentationModel,
-    is_torchscript_file,
     load_segmentation_model,
     parse_overrides,
     resolve_device,

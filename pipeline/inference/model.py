@@ -42,11 +42,10 @@ from __future__ import annotations
 import ast
 import json
 import os
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,27 +54,24 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SliceInferer
 from monai.transforms import Compose
 
+from pipeline.checkpoint_io import INFERENCE_CONFIG, ModelKind, load_state_dict, model_file_kind
 from pipeline.data.cohort import SEQUENCES
 from pipeline.inference.onnx_runtime import OnnxNetwork
 from pipeline.inference.runtime_choice import choose_onnx_file
 from transforms import build_postprocessing
 
 __all__ = [
-    "INFERENCE_CONFIG",
     "RESERVED_OVERRIDES",
     "SegmentationModel",
-    "is_torchscript_file",
     "load_segmentation_model",
     "parse_overrides",
     "resolve_device",
     "resolve_model_file",
 ]
 
-INFERENCE_CONFIG = Path("configs") / "inference.json"
 RESERVED_OVERRIDES = {"bundle_root": "--bundle", "sequence": "--sequence", "model_file": "--model",
                       "device": "--device"}
 """Config keys that have their own argument; overriding them with ``key=value`` is refused."""
-ModelKind = Literal["pytorch", "torchscript", "onnx"]
 KIND_NAMES = {"pytorch": "PyTorch state dict", "torchscript": "TorchScript", "onnx": "ONNX Runtime"}
 
 
@@ -208,14 +204,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def is_torchscript_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a TorchScript archive (it holds ``code/`` and ``constants.pkl``, a state dict does not)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
-
-
 def resolve_model_file(bundle_dir: str | os.PathLike, sequence: str, model_file: str | os.PathLike | None = None,
                        default: str | os.PathLike | None = None) -> Path:
     """The weights to load: ``model_file`` if given; else ``default`` (the config's ``model_file``,
@@ -234,18 +222,6 @@ def resolve_model_file(bundle_dir: str | os.PathLike, sequence: str, model_file:
     raise FileNotFoundError(
         f"no {sequence} model in the bundle: neither {candidates[0]} nor {candidates[1]} exists "
         "(train one, or pass --model FILE)")
-
-
-def _state_dict(checkpoint: Any, path: Path) -> Mapping[str, torch.Tensor]:
-    """A bare state dict, or the generator of a training checkpoint (``generator``/``model``/``state_dict`` key)."""
-    if isinstance(checkpoint, Mapping):
-        if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-            return checkpoint
-        for key in ("generator", "model", "network", "state_dict"):
-            if isinstance(checkpoint.get(key), Mapping):
-                return checkpoint[key]
-    raise ValueError(f"{path}: neither a state dict, a training checkpoint with a 'generator' entry, "
-                     "nor a TorchScript model")
 
 
 def load_segmentation_model(
@@ -299,7 +275,7 @@ def load_segmentation_model(
     default = parser.get_parsed_content("model_file") if "model_file" in parser else None
     path = resolve_model_file(bundle, sequence, model_file, default)
 
-    torchscript = path.suffix != ".onnx" and is_torchscript_file(path)
+    torchscript = model_file_kind(path) == "torchscript"
     onnx_file = choose_onnx_file(runtime, path, parser, dev, torchscript=torchscript)
     if onnx_file is not None:
         kind: ModelKind = "onnx"
@@ -312,13 +288,10 @@ def load_segmentation_model(
             raise ValueError(f"{path}: cannot load the TorchScript model ({type(exc).__name__}: {exc})") from exc
     else:
         kind = "pytorch"
-        try:
-            checkpoint = torch.load(path, map_location=dev, weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"{path}: cannot load the weights ({type(exc).__name__}: {_first_line(exc)})") from exc
+        state_dict = load_state_dict(path, map_location=dev)
         network = parser.get_parsed_content("network_def")
         try:
-            network.load_state_dict(_state_dict(checkpoint, path))
+            network.load_state_dict(state_dict)
         except RuntimeError as exc:
             width = {k: parser[k] for k in ("variant", "features") if k in parser}
             raise ValueError(

@@ -31,6 +31,9 @@ from typing import Any
 
 import torch
 
+from pipeline.checkpoint_io import sha256_file
+from transforms.atomic_writer import atomic_write_bytes
+
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "SOURCE_KEYS", "expected_source", "export_bundle_onnx", "export_onnx",
            "onnx_file_for",
            "read_onnx_metadata", "stale_reason"]
@@ -51,8 +54,6 @@ def export_onnx(network: torch.nn.Module, out: str | os.PathLike, spatial_size: 
                 in_channels: int = 1, metadata: Mapping[str, str] | None = None, opset: int = OPSET) -> Path:
     """Export a 2D ``network`` (``(B, in_channels, H, W)`` -> logits) to ``out`` with a dynamic batch axis."""
     import onnx
-
-    from pipeline.data.writers import atomic_write_bytes
 
     h, w = (spatial_size, spatial_size) if isinstance(spatial_size, int) else spatial_size
     example = torch.zeros(2, in_channels, int(h), int(w))  # batch 2: a batch of 1 would be specialised away
@@ -80,8 +81,6 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def source_metadata(weights: str | os.PathLike, network_config: Mapping[str, Any], spatial_size: int) -> dict[str, str]:
     """What an export is made from (:data:`SOURCE_KEYS`)."""
-    from pipeline.bundle_sharing.checksums import sha256_file
-
     return {"dmg.source_sha256": sha256_file(weights),
             "dmg.network": json.dumps(dict(network_config), sort_keys=True),
             "dmg.spatial_size": str(int(spatial_size))}
@@ -130,7 +129,7 @@ def export_bundle_onnx(bundle_dir: str | os.PathLike, names: Iterable[str] | Non
 
 
 def _export_bundle_onnx(bundle: Path, names: Iterable[str] | None, out_dir: str | os.PathLike | None) -> dict[str, Path]:
-    from pipeline.bundle_sharing.bundle_models import load_pytorch_model, model_name_id, read_inference_config
+    from pipeline.bundle_sharing.bundle_models import inference_config_for, load_pytorch_model
 
     models = bundle / "models"
     wanted = None if names is None else set(names)
@@ -140,10 +139,7 @@ def _export_bundle_onnx(bundle: Path, names: Iterable[str] | None, out_dir: str 
     exported: dict[str, Path] = {}
     for path in weights:
         name = path.stem[len("model_"):]
-        parser = read_inference_config(bundle)
-        key = model_name_id(parser)
-        if key is not None:
-            parser[key] = name
+        parser = inference_config_for(bundle, name)
         spatial_size = int(parser.get_parsed_content("spatial_size"))
         network = load_pytorch_model(bundle, name, path)
         out = Path(out_dir or models) / onnx_file_for(path).name

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from evaluation.atomic_io import check_writable_folder
 from evaluation.image_io import is_dicom_series, load_image
+from pipeline.checkpoint_io import sha256_file
 from pipeline.data.cohort import AFFINE_TOLERANCE_MM, SEQUENCES, Cohort, CohortIssue, load_cohort
 from pipeline.data.writers import atomic_write_text, save_nifti_gz
 from pipeline.inference.distributed import CohortRanks
@@ -322,8 +323,6 @@ class CohortSegmenter:
 
     def model_record(self) -> dict:
         """What identifies the masks this segmenter writes: the weights' SHA-256 and the threshold."""
-        from pipeline.bundle_sharing.checksums import sha256_file
-
         return {"sequence": self.sequence, "model_file": str(Path(self.model.model_file).resolve()),
                 "sha256": sha256_file(self.model.model_file), "threshold": self.model.threshold}
 
