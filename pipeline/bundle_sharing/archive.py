@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from transforms.atomic_writer import atomic_path
+
 __all__ = ["ArchiveLimitError", "ArchiveLimits", "CorruptArchiveError", "UnsafeArchiveError", "bundle_prefix",
            "check_limits", "check_members", "safe_extract", "write_zip"]
 
@@ -198,30 +200,22 @@ def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike,
 
 
 def write_zip(out: str | os.PathLike, files: Mapping[str, str | os.PathLike | bytes], prefix: str = "") -> Path:
-    """Write ``{relative path: source file or bytes}`` to zip ``out`` atomically (temporary file, then rename).
+    """Write ``{relative path: source file or bytes}`` to zip ``out`` atomically (``transforms.atomic_writer``).
 
     Members are ``prefix + path`` in sorted order with a fixed timestamp and mode, so the same inputs give
     the same archive. Weights (``.pt``, ``.ts``) are stored, everything else deflated.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w") as archive:
-            for rel in sorted(files):
-                info = zipfile.ZipInfo(prefix + rel, date_time=ZIP_DATE)
-                info.external_attr = (stat.S_IFREG | 0o644) << 16
-                info.create_system = 3
-                info.compress_type = zipfile.ZIP_STORED if rel.endswith(STORED_SUFFIXES) else zipfile.ZIP_DEFLATED
-                source = files[rel]
-                if isinstance(source, bytes):
-                    archive.writestr(info, source)
-                else:
-                    with open(source, "rb") as src, archive.open(info, "w", force_zip64=True) as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        for rel in sorted(files):
+            info = zipfile.ZipInfo(prefix + rel, date_time=ZIP_DATE)
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.create_system = 3
+            info.compress_type = zipfile.ZIP_STORED if rel.endswith(STORED_SUFFIXES) else zipfile.ZIP_DEFLATED
+            source = files[rel]
+            if isinstance(source, bytes):
+                archive.writestr(info, source)
+            else:
+                with open(source, "rb") as src, archive.open(info, "w", force_zip64=True) as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
     return out

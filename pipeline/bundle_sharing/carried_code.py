@@ -20,6 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from transforms.atomic_writer import atomic_write_bytes
+
 __all__ = ["CARRIED", "CARRIED_PACKAGES", "carried_files", "check_carried_code", "write_carried_code"]
 
 CARRIED: dict[str, tuple[str, ...]] = {
@@ -124,11 +126,7 @@ def write_carried_code(bundle_dir: str | os.PathLike) -> list[str]:
     for folder in CARRIED:
         shutil.rmtree(bundle / folder, ignore_errors=True)
     for rel, content in files.items():
-        target = bundle / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, target)
+        atomic_write_bytes(bundle / rel, content)
     return sorted(files)
 
 

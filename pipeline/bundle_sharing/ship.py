@@ -29,6 +29,7 @@ from pipeline.bundle_sharing.bundle_models import export_torchscript, metadata_o
 from pipeline.bundle_sharing.carried_code import write_carried_code
 from pipeline.bundle_sharing.layout import find_models
 from pipeline.bundle_sharing.trust import bundle_code_problems, use_bundle_code
+from transforms.atomic_writer import atomic_path, atomic_write_text
 
 __all__ = ["DEFAULT_MODEL", "ShipResult", "pretty_format_json", "ship_bundle"]
 
@@ -60,21 +61,6 @@ def pretty_format_json(text: str) -> str:
     return json.dumps(json.loads(text), indent=4, ensure_ascii=False) + "\n"
 
 
-def _write_atomic(path: Path, content: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
-
-
-def _export(bundle: Path, name: str, weights: Path, out: Path, meta: dict) -> None:
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        export_torchscript(bundle, name, weights, tmp, metadata=meta)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def ship_bundle(bundle_dir: str | os.PathLike) -> ShipResult:
     """Regenerate the derived files of the bundle folder ``bundle_dir`` (see the module docstring)."""
     bundle = Path(bundle_dir)
@@ -87,7 +73,7 @@ def ship_bundle(bundle_dir: str | os.PathLike) -> ShipResult:
         text = path.read_text(encoding="utf-8")
         pretty = pretty_format_json(text)
         if pretty != text:
-            _write_atomic(path, pretty.encode())
+            atomic_write_text(path, pretty)
             result.formatted.append(path.name)
     problems = bundle_code_problems(bundle)
     if problems:
@@ -99,15 +85,14 @@ def ship_bundle(bundle_dir: str | os.PathLike) -> ShipResult:
     with use_bundle_code(bundle):
         for name, files in models.items():
             out = bundle / "models" / f"model_{name}.ts"
-            _export(bundle, name, files.pytorch, out, meta)
+            export_torchscript(bundle, name, files.pytorch, out, metadata=meta)
             result.exported.append(out.relative_to(bundle).as_posix())
         default = read_inference_config(bundle).get("sequence")
         if default in models:
             target = bundle / "models" / f"{DEFAULT_MODEL}.pt"
-            tmp = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(models[default].pytorch, tmp)
-            os.replace(tmp, target)
-            _export(bundle, default, target, bundle / "models" / f"{DEFAULT_MODEL}.ts", meta)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(models[default].pytorch, tmp)
+            export_torchscript(bundle, default, target, bundle / "models" / f"{DEFAULT_MODEL}.ts", metadata=meta)
             result.exported.append(f"models/{DEFAULT_MODEL}.ts")
             result.default_model = default
         from pipeline.inference.onnx_export import export_bundle_onnx  # issue 15's exports, beside the weights
