@@ -7,6 +7,12 @@ cohort's references and writes the HTML report. Prints DSC and HD95 per sequence
 
 Output folder: ``cohort/`` (NIfTI, manifest.csv, previews), ``predictions/`` (masks and
 ``segment_report.csv``), ``report/`` (cases.csv, summary.csv/json, figures, report.html).
+
+H3K27M status: when the status bundle (``--status-bundle``) has trained weights, the demo also builds
+``--status-patients`` patients of the held-out synthetic style (ranges outside the training ranges, with a
+known Bayes-optimal ceiling), predicts their status as ``dmg status`` does and prints accuracy, AUROC (95%
+CIs), the ceiling beside them and the calibration error (``status_cohort/``, ``status/``); without weights it
+says so in one line and skips it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import time
 from pathlib import Path
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "dmg_mscg_segmentation"
+DEFAULT_STATUS_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "h3k27m_classification"
+STATUS_STYLE = "heldout"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-bundle", action="store_true",
                    help="run the bundle even if its configs fail the allow-list (they may run arbitrary code)")
     p.add_argument("--workers", type=int, default=2, help="processes for the cohort generation and evaluation")
+    p.add_argument("--status-bundle", default=str(DEFAULT_STATUS_BUNDLE),
+                   help="H3K27M status bundle (default: the shipped one; skipped when it has no weights)")
+    p.add_argument("--status-patients", type=int, default=12,
+                   help="held-out-style patients for the H3K27M status part (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -49,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     # load every model first: a bundle without weights fails before minutes of cohort generation
     models = {seq: load_segmentation_model(args.bundle, seq, device=args.device,
                                            trust_bundle=args.trust_bundle) for seq in SEQUENCES}
+    status_model, status_skipped = _load_status_model(args)
 
     manifest = generate_cohort(out / "cohort", args.patients, centers=[args.center], seed=args.seed, preview=True,
                                workers=args.workers)
@@ -74,5 +87,40 @@ def run(args: argparse.Namespace) -> int:
     for failure in result.failures:
         print(f"  FAILED {failure}")
     print(f"\nreport:      {out / 'report' / 'report.html'}\npredictions: {predictions}\n"
-          f"previews:    {out / 'cohort' / 'preview'}\ntime:        {time.perf_counter() - start:.0f} s")
+          f"previews:    {out / 'cohort' / 'preview'}")
+    if status_model is not None:
+        _status_part(args, status_model, out)
+    else:
+        print(f"\nH3K27M status: skipped ({status_skipped})")
+    print(f"time:        {time.perf_counter() - start:.0f} s")
     return 0 if result.n_evaluated else 1
+
+
+def _load_status_model(args: argparse.Namespace):
+    """``(status model, None)``, or ``(None, why)`` when the status bundle has no trained weights."""
+    from pipeline.inference.status_model import NoStatusWeightsError, load_status_model
+
+    if args.status_patients < 2:
+        raise ValueError("--status-patients must be at least 2")
+    try:
+        return load_status_model(args.status_bundle, device=args.device, trust_bundle=args.trust_bundle), None
+    except NoStatusWeightsError as exc:
+        return None, str(exc)
+
+
+def _status_part(args: argparse.Namespace, model, out: Path, resamples: int = 2000) -> None:
+    """Predict the status of a held-out-style cohort and print accuracy and AUROC (``resamples`` bootstrap draws
+    for their CIs) beside the ceiling."""
+    from pipeline.data.synthetic import generate_cohort
+    from pipeline.inference.status_prediction import predict_status
+
+    manifest = generate_cohort(out / "status_cohort", args.status_patients, centers=[args.center], seed=args.seed,
+                               workers=args.workers, style=STATUS_STYLE)
+    result = predict_status(model, manifest, out / "status", inputs={"model": model.describe()}, resamples=resamples)
+    done = int((result.predictions["status"] == "done").sum())
+    print(f"\nH3K27M status of {args.status_patients} synthetic {STATUS_STYLE}-style patients (seed {args.seed}, "
+          f"styles the model never saw): {done} predicted; {model.describe()}")
+    for row in result.predictions[result.predictions["status"] != "done"].itertuples():
+        print(f"  SKIPPED patient {row.patient_id!r}: {row.status.removeprefix('skipped: ')}")
+    if result.report is not None:
+        print(result.report.summary_text())

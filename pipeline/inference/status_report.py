@@ -4,19 +4,31 @@ Patients with a known status are preprocessed once (``validate`` transforms), pr
 patient rule of :mod:`pipeline.inference.status`, and passed to
 :func:`evaluation.classification_report.write_classification_report` with their features (t-SNE)
 and Grad-CAM overlays of the most and least confident patients of each status.
+
+:func:`write_status_report` does the same from the ``predictions.csv`` table of ``dmg status``
+(:mod:`pipeline.inference.status_cohort`): one row per center with the pooled row, the ceiling, and the
+calibration of the probabilities (``calibration.png``, ``calibration.csv``, ``calibration.json`` with the
+expected calibration error, :mod:`evaluation.calibration`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from monai.data import Dataset
 
+from evaluation.atomic_io import atomic_write_bytes, atomic_write_text
+from evaluation.calibration import expected_calibration_error, plot_reliability, reliability_table
 from evaluation.classification_ceiling import status_ceiling_for
 from evaluation.classification_report import metrics_summary_text, write_classification_report
 from pipeline.inference.saliency import saliency_overlay
@@ -133,3 +145,71 @@ def evaluate_status_cross_validation(
     ceiling = _ceiling(cohort_dir, list(tables.values()))
     return _printed(write_classification_report(out_dir, tables, features=pd.concat(features),
                                                 saliency_pngs=saliency, title=title, ceiling=ceiling), ceiling)
+
+
+@dataclass
+class StatusReport:
+    """What :func:`write_status_report` wrote and measured."""
+
+    paths: dict[str, Path]
+    metrics: pd.DataFrame
+    ceiling: dict | None
+    ece: float
+    ece_bins: int
+    n_patients: int
+
+    def summary_text(self) -> str:
+        """Metrics with CIs per center and pooled, the ceiling, the ECE and the report's path (printable)."""
+        text = metrics_summary_text(self.metrics, None, self.ceiling)
+        ece = "n/a" if not math.isfinite(self.ece) else f"{self.ece:.3f}"
+        return (f"{text}\nexpected calibration error (ECE, {self.ece_bins} bins) {ece} on {self.n_patients} "
+                f"patients: {self.paths['calibration']}\nreport: {self.paths['report']}")
+
+
+def write_status_report(
+    predictions: pd.DataFrame,
+    out_dir: str | os.PathLike,
+    features: Mapping[str, Any] | None = None,
+    threshold: float = 0.5,
+    cohort_dir: str | os.PathLike | None = None,
+    title: str = "H3K27M status prediction",
+    inputs: Mapping[str, str] | None = None,
+    bins: int = 10,
+    resamples: int = 2000,
+) -> StatusReport | None:
+    """The classification report of the predicted patients whose status is known (``None`` when none is).
+
+    ``predictions``: the table of :func:`~pipeline.inference.status_cohort.predict_cohort_status`
+    (``probability_altered`` is already temperature-scaled); ``features``: patient id -> feature vector
+    (t-SNE); ``threshold``: the one the predictions were made with; ``cohort_dir``: the cohort's folder, for
+    the Bayes-optimal ceiling of a synthetic cohort (``synth.json``). Metrics come per center, with the pooled
+    row when there are several centers; ``resamples`` bootstrap draws give their 95% CIs."""
+    done = predictions[(predictions["status"] == "done") & predictions["h3k27m"].isin([0, 1])]
+    if done.empty:
+        return None
+    table = pd.DataFrame({"patient_id": done["patient_id"].astype(str), "center": done["center"].astype(str),
+                          "label": done["h3k27m"].astype(int).to_numpy(),
+                          "probability": done["probability_altered"].astype(float).to_numpy(),
+                          "logit_uncalibrated": done["logit_uncalibrated"].astype(float).to_numpy(),
+                          "n_slices_used": done["slices_used"].astype(int).to_numpy()})
+    per_center = {center: part.reset_index(drop=True) for center, part in table.groupby("center", sort=True)}
+    feature_frame = None
+    if features:
+        known = [pid for pid in table["patient_id"] if pid in features]
+        feature_frame = pd.DataFrame(np.stack([np.asarray(features[pid]) for pid in known]), index=known) \
+            if known else None
+    ceiling = status_ceiling_for(cohort_dir, table["patient_id"].tolist(), table["label"].tolist())
+    paths = write_classification_report(out_dir, per_center, features=feature_frame, title=title,
+                                        threshold=threshold, resamples=resamples,
+                                        pool=None if len(per_center) > 1 else [], inputs=inputs, ceiling=ceiling)
+    labels, probabilities = table["label"].to_numpy(), table["probability"].to_numpy()
+    ece = expected_calibration_error(labels, probabilities, bins)
+    out = Path(out_dir)
+    paths["calibration"] = atomic_write_bytes(out / "calibration.png", plot_reliability(labels, probabilities, bins))
+    paths["calibration_csv"] = atomic_write_text(
+        out / "calibration.csv", reliability_table(labels, probabilities, bins).to_csv(index=False, lineterminator="\n"))
+    record = {"ece": None if not math.isfinite(ece) else ece, "bins": int(bins), "n_patients": int(len(table)),
+              "definition": "sum over equal-width bins of P(altered) of (patients in bin / N) * "
+                            "|mean P(altered) - fraction altered|"}
+    paths["calibration_json"] = atomic_write_text(out / "calibration.json", json.dumps(record, indent=2) + "\n")
+    return StatusReport(paths, pd.read_csv(paths["metrics_csv"]), ceiling, ece, int(bins), int(len(table)))
