@@ -15,7 +15,8 @@
   undefined there) and counted in ``resamples_skipped``; the CI comes from the remaining
   draws. A percentile CI usually, but not by construction, contains the point estimate.
 
-Undefined values (one class only) are NaN, never a guess.
+Every function takes ``(labels, scores)`` in that order, as scikit-learn does. Undefined values
+(one class only) are NaN, never a guess.
 """
 
 from __future__ import annotations
@@ -95,11 +96,11 @@ def threshold_metrics(labels: Sequence[Any], scores: Sequence[float], threshold:
     return {m: float(v) for m, v in zip(("accuracy", "sensitivity", "specificity"), _threshold_values(y, s, threshold))}
 
 
-def point_metrics(probabilities: Sequence[float], labels: Sequence[Any], threshold: float = 0.5) -> dict[str, float]:
+def point_metrics(labels: Sequence[Any], scores: Sequence[float], threshold: float = 0.5) -> dict[str, float]:
     """The five metrics (``CLASSIFICATION_METRICS``) on the given patients, without CI."""
-    out = threshold_metrics(labels, probabilities, threshold)
-    out["auroc"] = roc_auc(labels, probabilities)
-    out["auprc"] = average_precision(labels, probabilities)
+    out = threshold_metrics(labels, scores, threshold)
+    out["auroc"] = roc_auc(labels, scores)
+    out["auprc"] = average_precision(labels, scores)
     return out
 
 
@@ -158,8 +159,8 @@ def _resample_metrics(threshold: float):
 
 
 def classification_metrics(
-    probabilities: Sequence[float],
     labels: Sequence[Any],
+    scores: Sequence[float],
     threshold: float = 0.5,
     resamples: int = 2000,
     confidence: float = 0.95,
@@ -168,15 +169,15 @@ def classification_metrics(
     """Accuracy, sensitivity, specificity, AUROC, AUPRC of patient probabilities, with bootstrap CIs.
 
     Args:
-        probabilities: P(altered) per patient (e.g. from :func:`patient_probabilities`).
         labels: 1 = H3K27M-altered, 0 = wild-type, per patient.
-        threshold: a patient is predicted altered when ``probability >= threshold``.
+        scores: P(altered) per patient (e.g. from :func:`patient_probabilities`).
+        threshold: a patient is predicted altered when ``score >= threshold``.
         resamples: bootstrap draws of the patients (with replacement); 0 for no CI.
         confidence: CI level (0.95: the 2.5th and 97.5th percentiles of the draws).
         seed: seed of ``numpy.random.default_rng``; the same seed gives the same CIs.
     """
-    y, p = _as_arrays(labels, probabilities)
-    values = point_metrics(p, y, threshold)
+    y, p = _as_arrays(labels, scores)
+    values = point_metrics(y, p, threshold)
     interval = percentile_ci((y, p), _resample_metrics(threshold), resamples, confidence, seed, paired=True)
     low = {m: float(v) for m, v in zip(CLASSIFICATION_METRICS, interval.low)}
     high = {m: float(v) for m, v in zip(CLASSIFICATION_METRICS, interval.high)}

@@ -68,13 +68,13 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.3f}"
 
 
-def bayes_ceiling(probabilities: Sequence[float], statuses: Sequence[int]) -> dict[str, float | int | None]:
+def bayes_ceiling(statuses: Sequence[int], probabilities: Sequence[float]) -> dict[str, float | int | None]:
     """Realised and expected Bayes-optimal AUROC and accuracy of a cohort (see the module docstring); an
     AUROC that is undefined (one status only, or one patient) is None, so the block is plain JSON."""
     p = np.asarray(probabilities, dtype=np.float64)
     y = np.asarray(statuses).astype(np.int64)
     if p.shape != y.shape or p.ndim != 1 or p.size == 0:
-        raise ValueError(f"probabilities and statuses must be 1D of the same length, got {p.shape} and {y.shape}")
+        raise ValueError(f"statuses and probabilities must be 1D of the same length, got {y.shape} and {p.shape}")
     if not np.isin(y, (0, 1)).all():
         raise ValueError(f"statuses must be 0 or 1, got {np.unique(y)[:5].tolist()}")
     both = 0 < y.sum() < y.size
@@ -119,7 +119,7 @@ def ceiling_text(ceiling: dict[str, Any] | None) -> str:
 def status_ceiling_for(cohort_dir: str | os.PathLike | None, patient_ids: Sequence[str],
                        statuses: Sequence[int]) -> dict[str, Any] | None:
     """The ceiling on the given patients of a synthetic cohort: :func:`bayes_ceiling` of their recorded
-    ``h3k27m_probability`` (``cohort_dir/parameters/<patient_id>.json``) and ``statuses``, with the
+    ``statuses`` and ``h3k27m_probability`` (``cohort_dir/parameters/<patient_id>.json``), with the
     cohort's ``status_signal``. Falls back to the whole cohort's block of ``synth.json`` (marked
     ``"scope": "cohort"``) when a patient's probability is missing; None without a ceiling block."""
     block = read_status_ceiling(cohort_dir)
@@ -135,5 +135,5 @@ def status_ceiling_for(cohort_dir: str | os.PathLike | None, patient_ids: Sequen
         if probability is None:
             return {**block, "scope": "cohort"}
         probabilities.append(float(probability))
-    ceiling = bayes_ceiling(probabilities, statuses)
+    ceiling = bayes_ceiling(statuses, probabilities)
     return {**ceiling, "status_signal": block.get("status_signal"), "scope": "evaluated patients"}

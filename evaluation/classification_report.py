@@ -350,7 +350,7 @@ def classification_metrics_table(patients: pd.DataFrame, pool: Sequence[str] | N
     rows, groups = [], {}
     has_dice = "dice" in patients.columns
     for name, frame in groups_rows.items():
-        result = classification_metrics(frame["probability"].to_numpy(), frame["label"].to_numpy(),
+        result = classification_metrics(frame["label"].to_numpy(), frame["probability"].to_numpy(),
                                         threshold=threshold, resamples=resamples, confidence=confidence, seed=seed)
         record = result.as_dict()
         if name == POOLED:

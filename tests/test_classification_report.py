@@ -93,8 +93,8 @@ def _rows(table: pd.DataFrame, fold: str) -> dict[str, pd.Series]:
     return {r["metric"]: r for _, r in table[table["fold"] == fold].iterrows()}
 
 
-def _assert_matches(rows: dict[str, pd.Series], probs, labels):
-    expected = classification_metrics(probs, labels, resamples=RESAMPLES, seed=0)
+def _assert_matches(rows: dict[str, pd.Series], labels, probs):
+    expected = classification_metrics(labels, probs, resamples=RESAMPLES, seed=0)
     for m, value in expected.values.items():
         for got, want in ((rows[m]["value"], value), (rows[m]["ci_low"], expected.ci_low[m]),
                           (rows[m]["ci_high"], expected.ci_high[m])):
@@ -115,12 +115,12 @@ def test_report_files_and_metrics(tmp_path):
     table = pd.read_csv(tmp_path / "metrics.csv")
     assert list(dict.fromkeys(table["fold"])) == ["fold0", "fold1", "fold2", POOLED]
     for name, frame in folds.items():
-        _assert_matches(_rows(table, name), frame["probability"].to_numpy(), frame["label"].to_numpy())
+        _assert_matches(_rows(table, name), frame["label"].to_numpy(), frame["probability"].to_numpy())
         dice = frame["dice"].dropna()
         assert _rows(table, name)["dice"]["value"] == pytest.approx(dice.mean())
         assert int(_rows(table, name)["dice"]["n"]) == len(dice)
     pooled = pd.concat(folds.values())
-    _assert_matches(_rows(table, POOLED), pooled["probability"].to_numpy(), pooled["label"].to_numpy())
+    _assert_matches(_rows(table, POOLED), pooled["label"].to_numpy(), pooled["probability"].to_numpy())
     assert _rows(table, POOLED)["dice"]["value"] == pytest.approx(pooled["dice"].dropna().mean())
 
     patients = pd.read_csv(tmp_path / "patients.csv")
@@ -172,7 +172,7 @@ def test_report_prints_the_ceiling_of_exactly_the_scored_patients(tmp_path, caps
     (cohort / "synth.json").write_text(json.dumps({"h3k27m_ceiling": {"status_signal": 1.0, "bayes_auroc": 0.1}}))
     patients = pd.concat(folds.values())
     ceiling = status_ceiling_for(cohort, patients.patient_id.tolist(), patients.label.tolist())
-    expected = bayes_ceiling([latent[p] for p in patients.patient_id], patients.label)
+    expected = bayes_ceiling(patients.label, [latent[p] for p in patients.patient_id])
     assert ceiling["bayes_auroc"] == pytest.approx(expected["bayes_auroc"]) and ceiling["n_patients"] == 28
     assert ceiling["scope"] == "evaluated patients" and ceiling["status_signal"] == 1.0
     # a patient without a recorded probability: the whole cohort's block, marked as such
@@ -198,7 +198,7 @@ def test_pool_subset_and_overlap(tmp_path):
     write_classification_report(tmp_path / "b", folds, resamples=RESAMPLES, pool=["fold0", "fold1"])
     table = pd.read_csv(tmp_path / "b" / "metrics.csv")
     both = pd.concat([folds["fold0"], folds["fold1"]])
-    _assert_matches(_rows(table, POOLED), both["probability"].to_numpy(), both["label"].to_numpy())
+    _assert_matches(_rows(table, POOLED), both["label"].to_numpy(), both["probability"].to_numpy())
     write_classification_report(tmp_path / "c", folds, resamples=RESAMPLES, pool=[])
     assert POOLED not in set(pd.read_csv(tmp_path / "c" / "metrics.csv")["fold"])
 

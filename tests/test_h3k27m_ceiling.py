@@ -40,13 +40,13 @@ def test_expected_auroc_matches_a_brute_force_estimate():
 def test_bayes_ceiling_realised_and_expected():
     p = np.array([0.9, 0.8, 0.3, 0.6, 0.1])
     y = np.array([1, 0, 0, 1, 0])
-    c = bayes_ceiling(p, y)
+    c = bayes_ceiling(y, p)
     assert c["bayes_auroc"] == pytest.approx(roc_auc_score(y, p))
     assert c["bayes_accuracy"] == pytest.approx(np.mean((p >= 0.5) == y))  # 0.8: one wild-type at 0.8
     assert c["expected_bayes_accuracy"] == pytest.approx(np.mean([0.9, 0.8, 0.7, 0.6, 0.9]))
-    assert bayes_ceiling(p, np.ones(5, int))["bayes_auroc"] is None
+    assert bayes_ceiling(np.ones(5, int), p)["bayes_auroc"] is None
     with pytest.raises(ValueError, match="0 or 1"):
-        bayes_ceiling(p, [1, 0, 2, 0, 1])
+        bayes_ceiling([1, 0, 2, 0, 1], p)
 
 
 def test_phenotype_directions():
@@ -73,7 +73,7 @@ def test_default_signal_gives_a_ceiling_near_0_90_and_signal_scales_it():
     rng = np.random.default_rng(0)
     drawn = [draw_style_h3k27m(rng, x) for x in specs]
     assert 0.5 < np.mean([d[0] for d in drawn]) < 0.8  # most DMG are altered
-    realised = bayes_ceiling([d[1] for d in drawn], [d[0] for d in drawn])["bayes_auroc"]
+    realised = bayes_ceiling([d[0] for d in drawn], [d[1] for d in drawn])["bayes_auroc"]
     assert realised == pytest.approx(auroc[1.0], abs=0.02)
 
 
@@ -98,7 +98,7 @@ def test_synth_json_records_the_cohorts_ceiling(tiny_cohort: Path):
     rows = (tiny_cohort / "manifest.csv").read_text().splitlines()
     assert "h3k27m_probability" not in rows[0]  # the latent probability never reaches the manifest
     statuses = [int(r.split(",")[8]) for r in rows[1:]]
-    expected = bayes_ceiling(probs, statuses)
+    expected = bayes_ceiling(statuses, probs)
     assert ceiling["status_signal"] == 1.5 and ceiling["n_patients"] == 2
     for key, value in expected.items():
         assert ceiling[key] == (pytest.approx(value) if value is not None else None), key

@@ -385,14 +385,14 @@ def test_bootstrap_ci_contains_estimate_and_is_seeded():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 60)
     p = np.clip(0.35 * y + 0.65 * rng.random(60), 0, 1)
-    res = classification_metrics(p, y, resamples=500, seed=7)
+    res = classification_metrics(y, p, resamples=500, seed=7)
     assert set(res.values) == set(CLASSIFICATION_METRICS)
     for m in CLASSIFICATION_METRICS:
         assert res.ci_low[m] <= res.values[m] <= res.ci_high[m]
         assert res.ci_low[m] < res.ci_high[m]
     assert res.values["auroc"] == roc_auc(y, p)
-    same = classification_metrics(p, y, resamples=500, seed=7)
-    other = classification_metrics(p, y, resamples=500, seed=8)
+    same = classification_metrics(y, p, resamples=500, seed=7)
+    other = classification_metrics(y, p, resamples=500, seed=8)
     assert same.as_dict() == res.as_dict()
     assert other.ci_low != res.ci_low
     frame = res.to_frame()
@@ -400,14 +400,21 @@ def test_bootstrap_ci_contains_estimate_and_is_seeded():
     assert list(frame.columns) == ["metric", "value", "ci_low", "ci_high"]
 
 
+def test_labels_come_first_as_in_sklearn():
+    y, p = [0, 1, 1, 0], [0.2, 0.9, 0.6, 0.4]
+    assert point_metrics(y, p)["auroc"] == classification_metrics(y, p, resamples=0).values["auroc"] == 1.0
+    with pytest.raises(ValueError, match="labels must be 0"):
+        classification_metrics(p, y, resamples=0)  # the old (probabilities, labels) order is refused
+
+
 def test_bootstrap_skips_and_counts_single_class_draws():
     y, p = np.array([0, 1, 0, 0]), np.array([0.1, 0.8, 0.6, 0.3])
-    res = classification_metrics(p, y, resamples=300, seed=0)
+    res = classification_metrics(y, p, resamples=300, seed=0)
     draws = np.random.default_rng(0).integers(0, 4, size=(300, 4))
     single = int(np.sum(y[draws].sum(1) == 0) + np.sum(y[draws].sum(1) == 4))
     assert res.resamples_skipped == single > 0
     assert res.values["auroc"] == 1.0 and res.values["specificity"] == 2 / 3
-    one_class = classification_metrics([0.2, 0.7, 0.4], [0, 0, 0], resamples=50)
+    one_class = classification_metrics([0, 0, 0], [0.2, 0.7, 0.4], resamples=50)
     assert one_class.resamples_skipped == 50
     assert math.isnan(one_class.values["auroc"]) and math.isnan(one_class.ci_low["auroc"])
 
@@ -417,15 +424,15 @@ def test_bootstrap_ci_is_the_percentile_of_paired_two_class_draws():
     y = rng.integers(0, 2, 12)
     y[:2] = (0, 1)
     p = np.round(np.clip(0.3 * y + 0.7 * rng.random(12), 0, 1), 1)  # ties
-    res = classification_metrics(p, y, resamples=300, confidence=0.8, seed=2)
+    res = classification_metrics(y, p, resamples=300, confidence=0.8, seed=2)
     # written out: draws of the patients (label and probability together), single-class draws left out
     draws = np.random.default_rng(2).integers(0, 12, (300, 12))
-    kept = [point_metrics(p[i], y[i]) for i in draws if 0 < y[i].sum() < 12]
+    kept = [point_metrics(y[i], p[i]) for i in draws if 0 < y[i].sum() < 12]
     assert res.resamples_skipped == 300 - len(kept)
     for m in CLASSIFICATION_METRICS:
         low, high = np.percentile([k[m] for k in kept], [10.0, 90.0])
         assert (res.ci_low[m], res.ci_high[m]) == pytest.approx((low, high), rel=1e-12), m
-    tied = classification_metrics(np.full(12, 0.4), y, resamples=100)  # all scores equal: AUROC 0.5 in every draw
+    tied = classification_metrics(y, np.full(12, 0.4), resamples=100)  # all scores equal: AUROC 0.5 in every draw
     assert (tied.ci_low["auroc"], tied.ci_high["auroc"]) == (0.5, 0.5)
 
 

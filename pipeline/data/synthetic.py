@@ -383,7 +383,7 @@ def generate_cohort(out_dir: str | os.PathLike, n_patients: int, centers: Sequen
     document = cohort_parameters(n_patients, centers, seed, lesion_free, style, skull_stripped,
                                  float(skull_stripped_fraction))
     if style != "classic" and not lesion_free:
-        ceiling = bayes_ceiling([r["h3k27m_probability"] for r in rows], [int(r["h3k27m"]) for r in rows])
+        ceiling = bayes_ceiling([int(r["h3k27m"]) for r in rows], [r["h3k27m_probability"] for r in rows])
         document[CEILING_KEY] = {**ceiling, "status_signal": float(status_signal),
                                  "status_model": {"intercept": STYLE_STATUS_INTERCEPT, "weights": STYLE_STATUS_WEIGHTS,
                                                   "source": "pipeline.data.h3k27m.style_status_probability"}}
