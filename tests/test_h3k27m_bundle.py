@@ -1,5 +1,6 @@
 """The H3K27M bundle on a tiny cohort: masked pretraining, co-training from the pretrained encoder, resume,
-inference CSV and masks on the input grid."""
+inference (the MONAI workflow of inference.json: CSV and masks on the input grid, the same as
+predict_cohort_status)."""
 
 from __future__ import annotations
 
@@ -69,21 +70,68 @@ def test_resume_continues_from_the_last_epoch(trained: Path, tiny_cohort: Path):
     assert float(ckpt["validation"]["best"]) >= best_before  # restored, not restarted from -inf
 
 
-def test_inference_writes_predictions_and_masks_on_the_input_grid(trained: Path, tiny_cohort: Path, tmp_path: Path):
-    out = tmp_path / "pred"
-    _run("inference.json", trained, dataset_dir=str(tiny_cohort.parent), output_dir=str(out),
-         model_file=str(trained / "runs" / "full_fold0" / "model.pt"))
+def test_bundle_inference_is_what_predict_cohort_status_gives(trained: Path, tiny_cohort: Path, tmp_path: Path):
+    """inference.json (Dataset, SliceInferer, SupervisedEvaluator, PatientStatusWriter) gives the table and the
+    masks of predict_cohort_status (what `dmg status` runs), with the config's temperature and threshold."""
+    from pipeline.data.datalists import cohort_datalist
+    from pipeline.inference.status_cohort import PREDICTION_COLUMNS, predict_cohort_status
+    from pipeline.networks import build_h3k27m_net
+
+    weights = trained / "runs" / "full_fold0" / "model.pt"
+    out = tmp_path / "bundle"
+    _run("inference.json", trained, dataset_dir=str(tiny_cohort.parent), output_dir=str(out), model_file=str(weights),
+         temperature=2.5, threshold=0.45)
+    net = build_h3k27m_net("full", base_width=8, img_size=64)
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    ours = predict_cohort_status(net, cohort_datalist(str(tiny_cohort.parent), "t2"), tmp_path / "ours",
+                                 spatial_size=64, threshold=0.45, temperature=2.5, progress=False)
     table = pd.read_csv(out / "predictions.csv")
-    manifest = pd.read_csv(tiny_cohort)
-    assert list(table.patient_id) == list(manifest.patient_id)
-    assert table.probability_altered.between(0, 1).all()
-    assert set(table.predicted_status) <= {"altered", "wild-type"}
-    assert ((table.probability_altered >= 0.5) == (table.predicted_status == "altered")).all()
-    for row in manifest.itertuples():
-        image = nib.load(tiny_cohort.parent / row.t2)
-        mask = nib.load(out / f"{row.patient_id}_t2_seg.nii.gz")
-        assert mask.shape == image.shape
+    assert list(table.columns) == list(PREDICTION_COLUMNS)
+    assert table.patient_id.tolist() == ours.patient_id.tolist() == pd.read_csv(tiny_cohort).patient_id.tolist()
+    np.testing.assert_allclose(table.probability_altered, ours.probability_altered, atol=1e-6)
+    np.testing.assert_allclose(table.logit_uncalibrated, ours.logit_uncalibrated, atol=1e-5)
+    scaled = 1 / (1 + np.exp(-table.logit_uncalibrated / 2.5))  # the temperature was applied, to the patient logit
+    np.testing.assert_allclose(table.probability_altered, scaled, atol=1e-9)
+    assert np.abs(table.probability_altered - 1 / (1 + np.exp(-table.logit_uncalibrated))).max() > 1e-3  # it mattered
+    for column in ("center", "predicted_status", "slices_used", "h3k27m", "mask", "status"):
+        assert table[column].tolist() == ours[column].astype(table[column].dtype).tolist(), column
+    assert ((table.probability_altered >= 0.45) == (table.predicted_status == "altered")).all()
+    for row in table.itertuples():
+        image = nib.load(tiny_cohort.parent / "images" / f"{row.patient_id}_t2.nii.gz")
+        mask, reference = nib.load(out / row.mask), nib.load(tmp_path / "ours" / row.mask)
+        assert mask.shape == image.shape and row.mask == f"{row.patient_id}_t2_seg.nii.gz"
         np.testing.assert_allclose(mask.affine, image.affine, atol=1e-6)
+        assert np.array_equal(np.asanyarray(mask.dataobj), np.asanyarray(reference.dataobj)), row.mask
+
+
+def test_bundle_inference_on_a_folder_of_images(trained: Path, tiny_cohort: Path, tmp_path: Path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("tiny_00_t2.nii.gz", "tiny_01_t2.nii.gz"):
+        (images / name).symlink_to(tiny_cohort.parent / "images" / name)
+    _run("inference.json", trained, dataset_dir=str(images), output_dir=str(tmp_path / "out"),
+         model_file=str(trained / "runs" / "full_fold0" / "model.pt"))
+    table = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert table.patient_id.tolist() == ["tiny_00_t2", "tiny_01_t2"]  # the image stems
+    assert table["mask"].tolist() == ["tiny_00_t2_seg.nii.gz", "tiny_01_t2_seg.nii.gz"]
+    assert table.h3k27m.isna().all() and table.probability_altered.between(0, 1).all()
+    for name in table["mask"]:
+        assert nib.load(tmp_path / "out" / name).shape == nib.load(images / name.replace("_seg", "")).shape
+
+
+def test_config_preprocessing_is_the_package_pipeline(tiny_cohort: Path):
+    """inference.json spells the transforms out key by key; they must stay build_transforms('infer')."""
+    from monai.bundle import ConfigParser
+
+    from transforms import build_transforms
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    image = str(tiny_cohort.parent / "images" / "tiny_01_t2.nii.gz")  # LPS storage: reoriented
+    from_config = parser.get_parsed_content("preprocessing")({"image": image})["image"]
+    from_package = build_transforms("infer", spatial_size=parser["spatial_size"])({"image": image})["image"]
+    assert from_config.shape == from_package.shape and torch.equal(from_config.as_tensor(), from_package.as_tensor())
+    assert torch.equal(from_config.affine, from_package.affine)
 
 
 def test_an_unreadable_image_is_skipped_and_reported(tmp_path: Path, tiny_cohort: Path):

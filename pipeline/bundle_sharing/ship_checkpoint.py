@@ -1,0 +1,107 @@
+"""``dmg bundle ship BUNDLE_DIR --checkpoint CKPT``: put trained weights into a bundle, then ship it.
+
+In order, and nothing is written before steps 1 and 2 pass:
+
+1. the network weights of ``CKPT`` (a bare state dict or a training checkpoint with a ``network`` /
+   ``model`` / ``generator`` / ``state_dict`` entry, loaded with ``weights_only=True``) are loaded strictly into
+   the inference config's ``network_def`` for model ``name`` (default: the value of the config id that names
+   the weights, ``sequence``), so weights of another width or configuration are refused with the reason;
+2. ``metadata.json``'s fixed ``network_data_format`` spatial shapes are set to the config's ``spatial_size``
+   (``"16*n"``-style shapes are left alone), and MONAI's ``verify_net_in_out`` runs with the MONAI Model Zoo's
+   defaults (as its ``ci/verify_bundle.py`` calls it) on that metadata;
+3. the weights are written as ``models/model_<name>.pt`` (a plain state dict) and the metadata, atomically;
+4. :func:`~pipeline.bundle_sharing.ship.ship_bundle` regenerates the rest: TorchScript exports with the current
+   ``metadata.json`` embedded, ``models/model.pt`` / ``model.ts`` (the zoo's default model), ONNX exports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pipeline.bundle_sharing.bundle_models import load_pytorch_model, metadata_of, model_name_id, read_inference_config
+from pipeline.bundle_sharing.ship import ShipResult, pretty_format_json, ship_bundle
+from pipeline.bundle_sharing.trust import require_safe_bundle, use_bundle_code
+
+__all__ = ["install_checkpoint", "ship_checkpoint", "sync_spatial_shapes"]
+
+
+def sync_spatial_shapes(metadata: dict, spatial_size: int) -> list[str]:
+    """Set every fixed (all-integer) ``spatial_shape`` of ``metadata['network_data_format']`` to
+    ``[spatial_size] * len``; returns the entries changed (``inputs.image`` ...)."""
+    changed = []
+    for side in ("inputs", "outputs"):
+        for key, entry in metadata.get("network_data_format", {}).get(side, {}).items():
+            shape = entry.get("spatial_shape")
+            if shape and all(isinstance(s, int) for s in shape) and shape != [spatial_size] * len(shape):
+                entry["spatial_shape"] = [spatial_size] * len(shape)
+                changed.append(f"{side}.{key}")
+    return changed
+
+
+def _default_name(bundle: Path) -> str:
+    parser = read_inference_config(bundle)
+    key = model_name_id(parser)
+    if key is None:
+        raise ValueError(f"{bundle}/configs/inference.json: model_file names no model id; give the model name")
+    return str(parser.get_parsed_content(key))
+
+
+def _verify_shapes(bundle: Path, metadata: dict) -> None:
+    """``verify_net_in_out`` as the zoo's ``verify_data_shape`` calls it, with ``metadata`` as metadata.json."""
+    from monai.bundle import verify_net_in_out
+
+    with tempfile.TemporaryDirectory() as tmp:
+        meta_file = Path(tmp) / "metadata.json"
+        meta_file.write_text(json.dumps(metadata), encoding="utf-8")
+        try:
+            verify_net_in_out(net_id="network_def", meta_file=str(meta_file),
+                              config_file=str(bundle / "configs" / "inference.json"), bundle_root=str(bundle))
+        except Exception as exc:  # MONAI raises ValueError, AttributeError (dict output), RuntimeError (shapes)
+            raise ValueError(f"{bundle}: network_def fails verify_net_in_out with the Model Zoo's defaults "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
+
+
+def install_checkpoint(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike,
+                       name: str | None = None) -> tuple[Path, list[str]]:
+    """Steps 1-3 of the module docstring; returns ``(models/model_<name>.pt, metadata entries changed)``."""
+    bundle = Path(bundle_dir)
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    require_safe_bundle(bundle)  # network_def is instantiated below
+    name = name or _default_name(bundle)
+    with use_bundle_code(bundle):
+        network = load_pytorch_model(bundle, name, checkpoint)
+        metadata = metadata_of(bundle)
+        spatial_size = read_inference_config(bundle).get_parsed_content("spatial_size")
+        changed = sync_spatial_shapes(metadata, int(spatial_size))
+        _verify_shapes(bundle, metadata)
+    target = bundle / "models" / f"model_{name}.pt"
+    target.parent.mkdir(exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        torch.save({k: v.detach().cpu() for k, v in network.state_dict().items()}, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if changed:
+        meta_path = bundle / "configs" / "metadata.json"
+        tmp = meta_path.with_name(f".{meta_path.name}.tmp")
+        tmp.write_text(pretty_format_json(json.dumps(metadata)), encoding="utf-8")
+        os.replace(tmp, meta_path)
+    return target, changed
+
+
+def ship_checkpoint(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike,
+                    name: str | None = None) -> ShipResult:
+    """Install ``checkpoint`` as model ``name`` of the bundle, then :func:`ship_bundle` (see the module docstring)."""
+    weights, changed = install_checkpoint(bundle_dir, checkpoint, name)
+    result = ship_bundle(bundle_dir)
+    result.exported.insert(0, f"models/{weights.name} from {checkpoint}"
+                              + (f"; metadata spatial shapes set to the config's ({', '.join(changed)})"
+                                 if changed else ""))
+    return result
