@@ -18,7 +18,6 @@ bootstrap CI over patients) per fold and pooled over folds.
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 import re
@@ -40,6 +39,7 @@ from evaluation.classification import (
     roc_auc,
 )
 from evaluation.html import PAGE_END, fmt, html_table, img_tag, new_figure, page_start, png_bytes
+from evaluation.json_values import json_text
 from evaluation.slice_figures import saliency_overlay_png  # noqa: F401  (re-exported)
 from evaluation.summary import bootstrap_mean_ci
 from transforms.vocabulary import STATUS_NAMES
@@ -371,20 +371,6 @@ def classification_metrics_table(patients: pd.DataFrame, pool: Sequence[str] | N
     return pd.DataFrame(rows), groups
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 # ----------------------------------------------------------------------------- report
 
 
@@ -587,8 +573,7 @@ def write_classification_report(
         "saliency": saliency_files,
         "ceiling": dict(ceiling) if ceiling else None,
     }
-    paths["metrics_json"] = atomic_write_text(out / "metrics.json",
-                                              json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
+    paths["metrics_json"] = atomic_write_text(out / "metrics.json", json_text(document))
 
     parts = [page_start(title)]
     info = [[k, str(v)] for k, v in (inputs or {}).items()]

@@ -20,7 +20,6 @@ needed) and also written to ``figures/``:
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from evaluation.atomic_io import atomic_write_bytes, atomic_write_text
 from evaluation.cohort_result import CohortResult
 from evaluation.html import PAGE_END, fmt, html_table, img_tag, new_figure, page_start, png_bytes
 from evaluation.image_io import load_image
+from evaluation.json_values import json_text
 from evaluation.mask_io import load_mask
 from evaluation.pairing import FAILURE_KINDS
 from evaluation.slice_figures import axial_display, draw_outline, draw_slice, mark_sides
@@ -355,8 +355,7 @@ def write_outputs(result: CohortResult, output_dir: str | os.PathLike, title: st
         "failures": [asdict(f) for f in result.failures],
         "unpaired_predictions": list(result.unpaired_predictions),
     }
-    paths["summary_json"] = atomic_write_text(out / "summary.json",
-                                              json.dumps(document, indent=2, allow_nan=False) + "\n")
+    paths["summary_json"] = atomic_write_text(out / "summary.json", json_text(document))
     plot_pngs: dict[str, bytes] = {}
     overlays: dict[str, tuple[pd.Series, bytes | None, str]] = {}
     evaluated = result.evaluated

@@ -26,6 +26,7 @@ import pandas as pd
 
 from evaluation.bootstrap import percentile_ci
 from evaluation.empty_policy import DISTANCE_KEYS, OVERLAP_KEYS
+from evaluation.json_values import json_ready
 
 __all__ = ["METRICS", "STAT_COLUMNS", "bootstrap_mean_ci", "describe", "summarize", "summary_records",
            "summary_table_text"]
@@ -115,31 +116,17 @@ def summarize(cases: pd.DataFrame, metrics: Sequence[str] = METRICS, resamples: 
     return frame.astype({"n_evaluated": int, "n_failed": int, "n_nonfinite": int})
 
 
-def _json_number(value: Any) -> Any:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
-    return value
-
-
 def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
     """The summary as JSON-ready groups: ``level, sequence, center, n_evaluated, n_failed, metrics{...}``.
 
-    Non-finite numbers become the strings ``"nan"``, ``"inf"``, ``"-inf"`` (JSON has none).
+    Numbers JSON cannot hold follow :func:`evaluation.json_values.json_ready`: NaN is ``null``, an
+    infinite statistic ``"inf"`` / ``"-inf"``.
     """
     records = []
     for (level, seq, center), part in summary.groupby(["level", "sequence", "center"], sort=False):
         first = part.iloc[0]
         metrics = {
-            row["metric"]: {k: _json_number(row[k]) for k in STAT_COLUMNS if k not in ("n_evaluated", "n_failed")}
+            row["metric"]: {k: json_ready(row[k]) for k in STAT_COLUMNS if k not in ("n_evaluated", "n_failed")}
             for _, row in part.iterrows()
         }
         records.append({"level": level, "sequence": seq, "center": center,

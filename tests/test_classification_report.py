@@ -241,6 +241,17 @@ def test_report_with_features_and_saliency(tmp_path):
     assert (tmp_path / "report.html").read_text().count("data:image/png;base64,") == 4
 
 
+def test_undefined_metrics_are_null_in_metrics_json(tmp_path):
+    folds = _folds(n_folds=1, n=8)
+    folds["altered_only"] = folds["fold0"].assign(patient_id=lambda f: f["patient_id"] + "b", label=1)
+    write_classification_report(tmp_path, folds, resamples=RESAMPLES)
+    text = (tmp_path / "metrics.json").read_text()
+    assert "NaN" not in text and '"nan"' not in text
+    group = json.loads(text)["groups"]["altered_only"]
+    assert group["auroc"] is None and group["specificity"] is None and group["auroc_ci_low"] is None
+    assert group["sensitivity"] is not None
+
+
 def test_curve_plots_handle_a_one_class_fold():
     folds = {"a": ([0, 1, 1, 0], [0.1, 0.9, 0.6, 0.4]), "b": ([1, 1], [0.7, 0.8])}
     for plot in (plot_roc_curves, plot_pr_curves):

@@ -27,7 +27,8 @@ from evaluation import (
     write_outputs,
 )
 from evaluation.atomic_io import atomic_write_bytes
-from evaluation.summary import METRICS
+from evaluation.json_values import json_text
+from evaluation.summary import METRICS, summary_records
 from tests.conftest import write_tiny_cohort
 
 N_PATIENTS = 9
@@ -197,6 +198,18 @@ def test_bootstrap_ci_contains_mean_and_is_seeded(setup):
     pd.testing.assert_frame_equal(a, b)
     finite = a[a.n_evaluated > 1]
     assert ((finite.ci_low <= finite["mean"] + 1e-12) & (finite["mean"] <= finite.ci_high + 1e-12)).all()
+
+
+def test_summary_json_writes_nan_as_null_and_inf_as_text(tmp_path):
+    cases = pd.DataFrame({"status": "evaluated", "sequence": "t2", "center": ["a", "a", "b"],
+                          "dsc_policy": [0.5, 0.7, 0.9], "hd95_policy": [1.0, math.inf, 2.0]})
+    records = summary_records(summarize(cases, metrics=("dsc", "hd95"), resamples=50))
+    text = json_text({"groups": records})
+    assert "NaN" not in text and '"nan"' not in text
+    groups = {g["center"]: g["metrics"] for g in json.loads(text)["groups"]}
+    assert groups["b"]["dsc"]["sd"] is None and groups["b"]["dsc"]["ci_low"] is None  # one case: undefined
+    assert groups["all"]["hd95"]["mean"] == "inf" and groups["all"]["hd95"]["n_nonfinite"] == 1
+    assert groups["all"]["dsc"]["mean"] == pytest.approx(0.7)
 
 
 def test_parallel_workers_give_the_same_table(setup):
