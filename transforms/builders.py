@@ -45,6 +45,7 @@ from .memory import ReleaseHeapMemoryd
 from .label import BinarizeLabeld
 from .naming import CopyToMetad, prediction_name_formatter
 from .slices import AxialSlicesd, SlicePolicy
+from .vocabulary import NIFTI_SUFFIXES, PREDICTION_POSTFIX
 
 __all__ = ["build_transforms", "build_slice_augmentation", "build_postprocessing", "MODES"]
 
@@ -227,7 +228,7 @@ def build_postprocessing(
     argmax: bool = False,
     threshold: float = 0.5,
     output_dir: str | None = None,
-    output_postfix: str = "seg",
+    output_postfix: str = PREDICTION_POSTFIX,
 ) -> Compose:
     """Per-item postprocessing of a prediction made on the ``"infer"``/``"validate"`` grid.
 
@@ -247,7 +248,7 @@ def build_postprocessing(
         steps += [
             CopyToMetad(pred_key, source_keys=("patient_id", "sequence")),
             SaveImaged(
-                pred_key, output_dir=output_dir, output_postfix=output_postfix, output_ext=".nii.gz",
+                pred_key, output_dir=output_dir, output_postfix=output_postfix, output_ext=NIFTI_SUFFIXES[0],
                 output_dtype=np.uint8, resample=False, separate_folder=False, print_log=False,
                 output_name_formatter=prediction_name_formatter, writer=AtomicNibabelWriter,
             ),

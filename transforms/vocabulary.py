@@ -25,7 +25,8 @@ PREDICTION_POSTFIX = "seg"
 
 
 def prediction_file_name(patient_id: str, sequence: str) -> str:
-    """``<patient_id>_<sequence>_seg.nii.gz``: the name of a predicted mask (segmentation or the H3K27M model's)."""
+    """``<patient_id>_<sequence>_seg.nii.gz``: the name of a predicted mask (segmentation or the H3K27M model's);
+    a synthetic cohort names its reference masks the same way (under ``labels/``)."""
     return f"{patient_id}_{sequence}_{PREDICTION_POSTFIX}{NIFTI_SUFFIXES[0]}"
 
 

@@ -41,6 +41,7 @@ from .artefacts import apply_ghosting, apply_gibbs, apply_nonlinearity
 from .cohort import SEQUENCES
 from .contrast import SEQUENCE_CONTRASTS, jitter_contrast, render_contrast
 from evaluation.classification_ceiling import CEILING_KEY, bayes_ceiling
+from transforms.vocabulary import prediction_file_name
 
 from .h3k27m import STYLE_STATUS_INTERCEPT, STYLE_STATUS_WEIGHTS, draw_h3k27m, draw_style_h3k27m
 from .head import head_tissues, load_head
@@ -244,7 +245,7 @@ def generate_patient(task: PatientTask) -> dict[str, str]:
         images[seq] = nifti_image(img_data, affine, slope=slope)
         masks[seq] = nifti_image(lab_data, affine)
         image_rel = f"images/{task.patient_id}_{seq}.nii.gz"
-        label_rel = f"labels/{task.patient_id}_{seq}_seg.nii.gz"
+        label_rel = f"labels/{prediction_file_name(task.patient_id, seq)}"
         save_nifti_gz(out / image_rel, images[seq])
         save_nifti_gz(out / label_rel, masks[seq])
         row[seq], row[f"label_{seq}"] = image_rel, label_rel

@@ -53,6 +53,7 @@ from torch import nn
 
 from pipeline.networks.feature_map_transformer import FeatureMapTransformer
 from pipeline.networks.multiscale_attention_head import AttentionExchange, MultiScaleAttentionHead
+from pipeline.networks.name_lookup import look_up_name
 from pipeline.networks.residual_decoder import ResidualUDecoder
 from pipeline.networks.resnet_encoder import ResNetEncoder
 
@@ -269,15 +270,9 @@ H3K27M_CONFIGS: Mapping[str, H3K27MConfig] = MappingProxyType(
 
 
 def get_h3k27m_config(name: str) -> H3K27MConfig:
-    """Look a configuration up by name (case-insensitive; ``-``/``_`` and spaces ignored)."""
-
-    def norm(s: str) -> str:
-        return str(s).strip().lower().replace("-", "").replace("_", "").replace(" ", "")
-
-    for key, config in H3K27M_CONFIGS.items():
-        if norm(key) == norm(name):
-            return config
-    raise ValueError(f"unknown H3K27M configuration {name!r}; valid names: {', '.join(H3K27M_CONFIGS)}.")
+    """Look a configuration up by name (:func:`~pipeline.networks.name_lookup.look_up_name`: case, ``-``, ``_``
+    and spaces do not count)."""
+    return look_up_name(H3K27M_CONFIGS, name, "H3K27M configuration")
 
 
 def build_h3k27m_net(name: str = "full", **kwargs: Any) -> H3K27MNet:

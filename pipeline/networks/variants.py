@@ -7,6 +7,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from pipeline.networks.mscg_generator import MSCGenerator
+from pipeline.networks.name_lookup import look_up_name
 from pipeline.networks.patch_discriminator import PatchDiscriminator
 
 __all__ = ["VariantSpec", "VARIANTS", "get_variant", "build_generator", "build_discriminator", "build_variant"]
@@ -40,11 +41,9 @@ VARIANTS: Mapping[str, VariantSpec] = MappingProxyType(
 
 
 def get_variant(name: str) -> VariantSpec:
-    """Look a variant up by name, case-insensitively."""
-    for key, spec in VARIANTS.items():
-        if key.lower() == str(name).strip().lower():
-            return spec
-    raise ValueError(f"unknown MSCG variant {name!r}; valid names: {', '.join(VARIANTS)}.")
+    """Look a variant up by name (:func:`~pipeline.networks.name_lookup.look_up_name`: case, ``-``, ``_`` and
+    spaces do not count)."""
+    return look_up_name(VARIANTS, name, "MSCG variant")
 
 
 def build_generator(name: str, **kwargs: Any) -> MSCGenerator:
