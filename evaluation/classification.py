@@ -1,13 +1,19 @@
 """Patient-level classification metrics for H3K27M status, with percentile bootstrap CIs.
 
+The metrics are the rows of :data:`evaluation.metric_table.CLASSIFICATION_TABLE` (adding a row adds a
+metric with its CI everywhere):
+
 * :func:`patient_probabilities`: slice probabilities → one probability per patient.
-* :func:`roc_auc`: scikit-learn's ``roc_auc_score`` (the probability that a random altered
-  patient scores above a random wild-type one, ties counting one half), NaN with one class.
-* :func:`average_precision`: AUPRC as scikit-learn's ``average_precision_score``,
-  ``sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds in decreasing order
-  (``R_0 = 0``; tied scores form one threshold; no interpolation), NaN without an altered patient.
+* :func:`roc_auc`: AUROC (the probability that a random altered patient scores above a random
+  wild-type one, ties counting one half; MONAI's ``compute_roc_auc``, equal to scikit-learn's
+  ``roc_auc_score``), NaN with one class.
+* :func:`average_precision`: AUPRC as average precision, ``sum_n (R_n - R_{n-1}) P_n`` over the
+  distinct score thresholds in decreasing order (``R_0 = 0``; tied scores form one threshold; no
+  interpolation; MONAI's ``compute_average_precision``, equal to scikit-learn's
+  ``average_precision_score``), NaN without an altered patient.
 * accuracy, sensitivity (recall of altered = class 1), specificity (recall of wild-type) of
-  the prediction ``probability >= threshold`` (0.5 by default).
+  the prediction ``probability >= threshold`` (0.5 by default), by MONAI's
+  ``compute_confusion_matrix_metric`` of the patient counts.
 * :func:`classification_metrics`: all five with a percentile bootstrap CI over patients
   (:func:`evaluation.bootstrap.percentile_ci`, i.e. ``scipy.stats.bootstrap``: ``resamples`` paired
   draws of the patients' (label, probability) with replacement, ``numpy.random.default_rng(seed)``).
@@ -21,16 +27,17 @@ Every function takes ``(labels, scores)`` in that order, as scikit-learn does. U
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
+import torch
+from monai.metrics import compute_confusion_matrix_metric
 
 from evaluation.bootstrap import percentile_ci
+from evaluation.metric_table import CLASSIFICATION_TABLE, Metric, auprc, auroc, names
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -44,7 +51,7 @@ __all__ = [
     "patient_probabilities",
 ]
 
-CLASSIFICATION_METRICS: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "auroc", "auprc")
+CLASSIFICATION_METRICS: tuple[str, ...] = names(CLASSIFICATION_TABLE)
 AGGREGATIONS: tuple[str, ...] = ("mean", "max", "topk")
 
 
@@ -63,45 +70,39 @@ def _as_arrays(labels: Sequence[Any], scores: Sequence[float]) -> tuple[np.ndarr
 
 
 def roc_auc(labels: Sequence[Any], scores: Sequence[float]) -> float:
-    """AUROC (scikit-learn's ``roc_auc_score``); NaN with one class."""
-    y, s = _as_arrays(labels, scores)
-    if not 0 < int(y.sum()) < y.size:
-        return math.nan
-    return float(roc_auc_score(y, s))
+    """AUROC (:func:`evaluation.metric_table.auroc`); NaN with one class."""
+    return auroc(*_as_arrays(labels, scores))
 
 
 def average_precision(labels: Sequence[Any], scores: Sequence[float]) -> float:
-    """AUPRC as average precision (scikit-learn's ``average_precision_score``); NaN without positives."""
-    y, s = _as_arrays(labels, scores)
-    if y.sum() == 0:
-        return math.nan
-    return float(average_precision_score(y, s))
+    """AUPRC as average precision (:func:`evaluation.metric_table.auprc`); NaN without positives."""
+    return auprc(*_as_arrays(labels, scores))
 
 
-def _threshold_values(y: np.ndarray, p: np.ndarray, threshold: float) -> np.ndarray:
-    """Accuracy, sensitivity, specificity of ``p >= threshold`` along the last axis: shape ``(3, *y.shape[:-1])``,
+def _table_values(y: np.ndarray, p: np.ndarray, threshold: float,
+                  table: tuple[Metric, ...] = CLASSIFICATION_TABLE) -> np.ndarray:
+    """The metrics of ``table`` along the last axis of ``y`` and ``p``: shape ``(len(table), *y.shape[:-1])``,
     NaN where undefined (no patient, no altered or no wild-type patient)."""
     pred = p >= threshold
-    n = y.shape[-1]
-    n1 = y.sum(-1)
-    tp = np.sum(pred & (y == 1), -1)
-    tn = np.sum(~pred & (y == 0), -1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.stack([np.divide(tp + tn, n), np.divide(tp, n1), np.divide(tn, n - n1)]).astype(np.float64)
+    counts = [np.sum(pred & (y == 1), -1), np.sum(pred & (y == 0), -1), np.sum(~pred & (y == 0), -1),
+              np.sum(~pred & (y == 1), -1)]  # TP, FP, TN, FN: MONAI's order
+    confusion = torch.from_numpy(np.stack(counts, -1).reshape(-1, 4).astype(np.float64))
+    n_rows = int(np.prod(y.shape[:-1]))  # 1 for one set of patients, the resamples for the bootstrap
+    rows_y, rows_p = y.reshape(n_rows, y.shape[-1]), p.reshape(n_rows, p.shape[-1])
+    values = [compute_confusion_matrix_metric(m.compute, confusion).numpy() if m.kind == "threshold"
+              else np.array([m.compute(a, b) for a, b in zip(rows_y, rows_p)], dtype=np.float64) for m in table]
+    return np.stack(values).reshape(len(table), *y.shape[:-1])
 
 
 def threshold_metrics(labels: Sequence[Any], scores: Sequence[float], threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, sensitivity and specificity of ``score >= threshold`` (NaN where undefined)."""
-    y, s = _as_arrays(labels, scores)
-    return {m: float(v) for m, v in zip(("accuracy", "sensitivity", "specificity"), _threshold_values(y, s, threshold))}
+    """The threshold metrics (accuracy, sensitivity, specificity) of ``score >= threshold`` (NaN where undefined)."""
+    table = tuple(m for m in CLASSIFICATION_TABLE if m.kind == "threshold")
+    return dict(zip(names(table), map(float, _table_values(*_as_arrays(labels, scores), threshold, table))))
 
 
 def point_metrics(labels: Sequence[Any], scores: Sequence[float], threshold: float = 0.5) -> dict[str, float]:
-    """The five metrics (``CLASSIFICATION_METRICS``) on the given patients, without CI."""
-    out = threshold_metrics(labels, scores, threshold)
-    out["auroc"] = roc_auc(labels, scores)
-    out["auprc"] = average_precision(labels, scores)
-    return out
+    """Every metric (``CLASSIFICATION_METRICS``) on the given patients, without CI."""
+    return dict(zip(CLASSIFICATION_METRICS, map(float, _table_values(*_as_arrays(labels, scores), threshold))))
 
 
 @dataclass
@@ -147,13 +148,11 @@ class ClassificationResult:
 
 
 def _resample_metrics(threshold: float):
-    """The statistic of the bootstrap: the metrics (``CLASSIFICATION_METRICS``) of each resample (the rows of
-    ``labels`` and ``scores``), shape ``(5, resamples)``; a resample with one class has NaN among them."""
+    """The statistic of the bootstrap: every metric of each resample (the rows of ``labels`` and ``scores``),
+    shape ``(len(CLASSIFICATION_METRICS), resamples)``; a resample with one class has NaN among them."""
 
     def statistic(labels: np.ndarray, scores: np.ndarray, axis: int = -1) -> np.ndarray:
-        labels, scores = np.moveaxis(labels, axis, -1), np.moveaxis(scores, axis, -1)
-        ranking = [(roc_auc(y, s), average_precision(y, s)) for y, s in zip(labels, scores)]
-        return np.vstack([_threshold_values(labels, scores, threshold), np.array(ranking).reshape(-1, 2).T])
+        return _table_values(np.moveaxis(labels, axis, -1), np.moveaxis(scores, axis, -1), threshold)
 
     return statistic
 
@@ -166,7 +165,7 @@ def classification_metrics(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> ClassificationResult:
-    """Accuracy, sensitivity, specificity, AUROC, AUPRC of patient probabilities, with bootstrap CIs.
+    """Every metric (accuracy, sensitivity, specificity, AUROC, AUPRC) of patient scores, with bootstrap CIs.
 
     Args:
         labels: 1 = H3K27M-altered, 0 = wild-type, per patient.

@@ -4,8 +4,9 @@ A synthetic cohort draws each patient's status from a known probability ``p`` (a
 generator's latent variables, :mod:`pipeline.data.h3k27m`). No model that sees only the images can
 beat the classifier that knows ``p``, so its scores are the ceiling printed beside a model's:
 
-* ``bayes_auroc``: AUROC of ``p`` against the drawn statuses of *this* cohort (scikit-learn
-  ``roc_auc_score``), the number to compare a model's AUROC on the same patients with;
+* ``bayes_auroc``: AUROC of ``p`` against the drawn statuses of *this* cohort
+  (:func:`evaluation.metric_table.auroc`, scikit-learn's ``roc_auc_score``), the number to compare a
+  model's AUROC on the same patients with;
 * ``bayes_accuracy``: accuracy of ``p >= 0.5`` against the drawn statuses;
 * ``expected_bayes_auroc`` / ``expected_bayes_accuracy``: their expectations over the status draw
   given ``p`` (``mean(max(p, 1 - p))`` for the accuracy; for the AUROC the ratio of the expected
@@ -28,7 +29,8 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import roc_auc_score
+
+from evaluation.metric_table import auroc
 
 __all__ = ["CEILING_KEY", "SYNTH_JSON", "bayes_ceiling", "expected_auroc", "read_status_ceiling",
            "status_ceiling_for", "ceiling_text"]
@@ -77,11 +79,10 @@ def bayes_ceiling(statuses: Sequence[int], probabilities: Sequence[float]) -> di
         raise ValueError(f"statuses and probabilities must be 1D of the same length, got {y.shape} and {p.shape}")
     if not np.isin(y, (0, 1)).all():
         raise ValueError(f"statuses must be 0 or 1, got {np.unique(y)[:5].tolist()}")
-    both = 0 < y.sum() < y.size
     return {
         "n_patients": int(y.size),
         "n_altered": int(y.sum()),
-        "bayes_auroc": float(roc_auc_score(y, p)) if both else None,
+        "bayes_auroc": _none_if_nan(auroc(y, p)),
         "bayes_accuracy": float(np.mean((p >= 0.5) == (y == 1))),
         "expected_bayes_auroc": _none_if_nan(expected_auroc(p)) if p.size >= 2 else None,
         "expected_bayes_accuracy": float(np.mean(np.maximum(p, 1.0 - p))),

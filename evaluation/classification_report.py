@@ -40,6 +40,7 @@ from evaluation.classification import (
 )
 from evaluation.html import PAGE_END, fmt, html_table, img_tag, new_figure, page_start, png_bytes
 from evaluation.json_values import json_text
+from evaluation.metric_table import CLASSIFICATION_TABLE, DICE_MEAN, Metric, metric_row
 from evaluation.slice_figures import saliency_overlay_png  # noqa: F401  (re-exported)
 from evaluation.summary import bootstrap_mean_ci
 from transforms.vocabulary import STATUS_NAMES
@@ -60,11 +61,13 @@ __all__ = [
 POOLED = "pooled"
 """Name of the row / curve over the patients of all (pooled) folds."""
 STATUS_COLOURS = {0: "#1f6fb4", 1: "#d62728"}
-METRIC_LABELS = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
-                 "auroc": "AUROC", "auprc": "AUPRC", "dice": "Dice (mask)"}
 FOLD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 
 LabelsScores = tuple[Sequence[Any], Sequence[float]]
+
+
+def _row(metric: str) -> Metric:
+    return metric_row(metric, CLASSIFICATION_TABLE, (DICE_MEAN,))
 
 
 # ----------------------------------------------------------------------------- curves
@@ -401,7 +404,7 @@ def _safe_name(name: str) -> str:
 
 def _metrics_html(table: pd.DataFrame, confidence: float) -> str:
     metrics = list(dict.fromkeys(table["metric"]))
-    header = ["fold", "patients", "altered"] + [f"{METRIC_LABELS.get(m, m)} ({confidence:.0%} CI)" for m in metrics]
+    header = ["fold", "patients", "altered"] + [f"{_row(m).label} ({confidence:.0%} CI)" for m in metrics]
     rows = []
     for fold, frame in table.groupby("fold", sort=False):
         by_metric = {r.metric: r for r in frame.itertuples()}
@@ -409,8 +412,9 @@ def _metrics_html(table: pd.DataFrame, confidence: float) -> str:
         cells = [str(fold), str(int(first["n_patients"])), str(int(first["n_positive"]))]
         for m in metrics:
             r = by_metric[m]
-            n_note = f" [n={r.n}]" if m == "dice" else ""
-            cells.append(f"{fmt(r.value)} ({fmt(r.ci_low)}–{fmt(r.ci_high)}){n_note}")
+            n_note = f" [n={r.n}]" if _row(m).kind == "mean" else ""
+            d = _row(m).digits
+            cells.append(f"{fmt(r.value, d)} ({fmt(r.ci_low, d)}–{fmt(r.ci_high, d)}){n_note}")
         rows.append(cells)
     return html_table(header, rows)
 
@@ -441,10 +445,11 @@ def _definitions(threshold: float, resamples: int, confidence: float, seed: int,
 <li><b>Threshold</b>: a patient is predicted altered when its probability &ge; {threshold:g}.
 <b>Accuracy</b> (TP+TN)/N, <b>sensitivity</b> TP/(TP+FN) (altered found), <b>specificity</b> TN/(TN+FP)
 (wild-type found).</li>
-<li><b>AUROC</b>: scikit-learn <code>roc_auc_score</code>, Mann-Whitney U / (n<sub>alt</sub>&middot;n<sub>wt</sub>),
-ties count one half. <b>AUPRC</b>: average precision &Sigma;(R<sub>n</sub>&minus;R<sub>n&minus;1</sub>)
-P<sub>n</sub> over distinct thresholds, no interpolation (scikit-learn <code>average_precision_score</code>);
-a random ranking scores the prevalence. Threshold-free, so they ignore calibration.</li>
+<li><b>AUROC</b>: Mann-Whitney U / (n<sub>alt</sub>&middot;n<sub>wt</sub>), ties count one half (MONAI
+<code>compute_roc_auc</code> = scikit-learn <code>roc_auc_score</code>). <b>AUPRC</b>: average precision
+&Sigma;(R<sub>n</sub>&minus;R<sub>n&minus;1</sub>) P<sub>n</sub> over distinct thresholds, no interpolation
+(MONAI <code>compute_average_precision</code> = scikit-learn <code>average_precision_score</code>); a random ranking
+scores the prevalence. Threshold-free, so they ignore calibration.</li>
 <li><b>{confidence:.0%} CI</b>: percentile bootstrap over patients (<code>scipy.stats.bootstrap</code>): {resamples}
 draws of the patients with replacement (<code>numpy.random.default_rng({seed})</code>), all metrics recomputed
 on each draw; draws with only one class are skipped (skipped per fold: {html.escape(skipped_text)}). Small folds
@@ -465,10 +470,11 @@ def metrics_summary_text(table: pd.DataFrame, report: str | os.PathLike | None =
         first = part.iloc[0]
         cells = []
         for row in part.itertuples():
-            value = "n/a" if not np.isfinite(row.value) else f"{row.value:.3f}"
-            ci = f" [{row.ci_low:.3f}, {row.ci_high:.3f}]" if np.isfinite(row.ci_low) and np.isfinite(row.ci_high) \
+            d = _row(row.metric).digits
+            value = "n/a" if not np.isfinite(row.value) else f"{row.value:.{d}f}"
+            ci = f" [{row.ci_low:.{d}f}, {row.ci_high:.{d}f}]" if np.isfinite(row.ci_low) and np.isfinite(row.ci_high) \
                 else ""
-            cells.append(f"{METRIC_LABELS.get(row.metric, row.metric)} {value}{ci}")
+            cells.append(f"{_row(row.metric).label} {value}{ci}")
         lines.append(f"{fold} ({int(first.n_patients)} patients, {int(first.n_positive)} altered): " + ", ".join(cells))
     if ceiling:
         lines.append(ceiling_text(dict(ceiling)))

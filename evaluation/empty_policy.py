@@ -7,8 +7,8 @@ must use the values after :func:`apply_empty_policy`:
 
 =====================  ==========================  =========================
 case                   overlap metrics             distance metrics
-                       (dsc, jaccard,              (hd95, hd95_pooled)
-                       sensitivity, ppv)
+                       (kind ``overlap`` in the    (kind ``distance``: hd95,
+                       metric table: dsc, ...)     hd95_pooled)
 =====================  ==========================  =========================
 both non-empty         raw value                   raw value
 both empty             ``both_empty_dsc`` (1.0)    ``both_empty_hd95`` (0.0)
@@ -31,6 +31,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from evaluation.metric_table import SEGMENTATION_TABLE, names
+
 __all__ = [
     "OVERLAP_KEYS",
     "DISTANCE_KEYS",
@@ -42,8 +44,8 @@ __all__ = [
     "apply_empty_policy_frame",
 ]
 
-OVERLAP_KEYS: tuple[str, ...] = ("dsc", "jaccard", "sensitivity", "ppv")
-DISTANCE_KEYS: tuple[str, ...] = ("hd95", "hd95_pooled")
+OVERLAP_KEYS: tuple[str, ...] = names(SEGMENTATION_TABLE, "overlap")
+DISTANCE_KEYS: tuple[str, ...] = names(SEGMENTATION_TABLE, "distance")
 
 
 @dataclass(frozen=True)

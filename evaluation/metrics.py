@@ -2,6 +2,10 @@
 
 Definitions
 -----------
+The metrics and their order are the rows of :data:`evaluation.metric_table.SEGMENTATION_TABLE`
+(overlap metrics by their MONAI confusion-matrix name, distance metrics by a function of the two
+directed surface distance sets); adding a row there adds a column here.
+
 ``P`` is the predicted mask, ``R`` the reference, ``TP = |P & R|``,
 ``FP = |P & ~R|``, ``FN = |~P & R|`` (exact integer voxel counts).
 
@@ -81,6 +85,8 @@ import torch
 from monai.metrics import compute_confusion_matrix_metric
 from monai.metrics.utils import get_edge_surface_distance
 
+from evaluation.metric_table import HD_PERCENTILE, SEGMENTATION_TABLE
+
 __all__ = [
     "HD_PERCENTILE",
     "compute_case_metrics",
@@ -89,9 +95,6 @@ __all__ = [
     "union_bbox",
     "as_binary_mask",
 ]
-
-HD_PERCENTILE = 95.0
-
 
 def as_binary_mask(mask: Any, name: str = "mask") -> np.ndarray:
     """Return ``mask`` as a bool array; raise if it holds values other than 0 and 1."""
@@ -163,10 +166,6 @@ def surface_distances(
     return pred_to_ref, ref_to_pred
 
 
-def _percentile(values: np.ndarray) -> float:
-    return float(np.percentile(values, HD_PERCENTILE, method="linear"))
-
-
 def _ratio(metric_name: str, confusion: torch.Tensor) -> float:
     return float(compute_confusion_matrix_metric(metric_name, confusion).reshape(-1)[0])
 
@@ -183,7 +182,8 @@ def compute_case_metrics(
         crop: crop to the union bounding box (+1 voxel) first; results are identical.
 
     Returns:
-        dict with ``dsc, jaccard, sensitivity, ppv, hd95, hd95_pooled`` (mm),
+        dict with the :data:`~evaluation.metric_table.SEGMENTATION_TABLE` metrics (``dsc, jaccard,
+        sensitivity, ppv, hd95, hd95_pooled`` (mm)),
         ``ref_volume_ml, pred_volume_ml`` (3D) or ``ref_area_mm2,
         pred_area_mm2`` (2D), and the flags ``ref_empty, pred_empty``.
         Empty masks give raw NaN / inf (module docstring); apply
@@ -209,20 +209,15 @@ def compute_case_metrics(
     tn = n_total - tp - fp - fn
     confusion = torch.tensor([tp, fp, tn, fn], dtype=torch.float64)
 
-    row: dict[str, Any] = {
-        "dsc": _ratio("f1 score", confusion),
-        "jaccard": _ratio("threat score", confusion),
-        "sensitivity": _ratio("sensitivity", confusion),
-        "ppv": _ratio("precision", confusion),
-    }
-    if n_pred == 0 and n_ref == 0:
-        row["hd95"] = row["hd95_pooled"] = float("nan")
-    elif n_pred == 0 or n_ref == 0:
-        row["hd95"] = row["hd95_pooled"] = float("inf")
-    else:
-        pred_to_ref, ref_to_pred = surface_distances(pred_c, ref_c, spacing, crop=False)
-        row["hd95"] = max(_percentile(pred_to_ref), _percentile(ref_to_pred))
-        row["hd95_pooled"] = _percentile(np.concatenate([pred_to_ref, ref_to_pred]))
+    distances = surface_distances(pred_c, ref_c, spacing, crop=False) if n_pred and n_ref else None
+    row: dict[str, Any] = {}
+    for metric in SEGMENTATION_TABLE:
+        if metric.kind == "overlap":
+            row[metric.name] = _ratio(metric.compute, confusion)
+        elif distances is not None:
+            row[metric.name] = float(metric.compute(*distances))
+        else:  # a distance to an empty mask is infinite; between two empty masks it is undefined
+            row[metric.name] = float("nan") if n_pred == 0 and n_ref == 0 else float("inf")
 
     voxel_size = float(np.prod(spacing))
     if pred.ndim == 3:

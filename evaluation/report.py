@@ -37,16 +37,19 @@ from evaluation.html import PAGE_END, fmt, html_table, img_tag, new_figure, page
 from evaluation.image_io import load_image
 from evaluation.json_values import json_text
 from evaluation.mask_io import load_mask
+from evaluation.metric_table import SEGMENTATION_TABLE, Metric, metric_row
 from evaluation.pairing import FAILURE_KINDS
 from evaluation.slice_figures import axial_display, draw_outline, draw_slice, mark_sides
 from evaluation.summary import METRICS, summary_records
 
 __all__ = ["write_outputs", "metric_plot_figure", "metric_plot_png", "overlay_png", "pick_showcase_cases"]
 
-METRIC_LABELS = {"dsc": "DSC", "jaccard": "Jaccard", "sensitivity": "Sensitivity", "ppv": "PPV",
-                 "hd95": "HD95 (mm)", "hd95_pooled": "HD95 pooled (mm)"}
 REFERENCE_COLOUR = "#00e000"
 PREDICTION_COLOUR = "#ff2020"
+
+
+def _row(metric: str) -> Metric:
+    return metric_row(metric, SEGMENTATION_TABLE)
 
 
 def _group_labels(cases: pd.DataFrame, by_sequence: bool) -> pd.Series:
@@ -57,7 +60,7 @@ def _group_labels(cases: pd.DataFrame, by_sequence: bool) -> pd.Series:
 
 def _penalised(evaluated: pd.DataFrame, metric: str) -> pd.Series:
     """Cases whose distance value is the empty-case policy's penalty (exactly one mask empty)."""
-    if metric not in ("hd95", "hd95_pooled") or "policy_applied" not in evaluated:
+    if _row(metric).kind != "distance" or "policy_applied" not in evaluated:
         return pd.Series(False, index=evaluated.index)
     applied = evaluated["policy_applied"].fillna(False).astype(bool)
     return applied & evaluated["empty_case"].isin(("ref", "pred"))
@@ -114,10 +117,10 @@ def metric_plot_figure(evaluated: pd.DataFrame, metric: str, policy_mode: str,
                    showfliers=False, medianprops={"color": "#d62728"}, boxprops={"color": "#444444"})
     ax.set_xticks(range(1, len(groups) + 1), ticks, fontsize=8)
     ax.set_xlim(0.4, len(groups) + 0.6)
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    if metric in ("dsc", "jaccard", "sensitivity", "ppv"):
+    ax.set_ylabel(_row(metric).label)
+    if _row(metric).kind == "overlap":
         ax.set_ylim(-0.03, 1.03)
-    title = f"{METRIC_LABELS.get(metric, metric)} by center ({policy_mode} policy)"
+    title = f"{_row(metric).label} by center ({policy_mode} policy)"
     if hidden:
         title += f"\n{hidden} non-finite value(s) not drawn"
     if top is not None:
@@ -223,10 +226,6 @@ def _label_classes(row: Mapping) -> tuple[int, ...] | None:
 # ----------------------------------------------------------------------------- HTML
 
 
-def _digits(metric: str) -> int:
-    return 2 if metric.startswith("hd95") else 3
-
-
 def _definitions(result: CohortResult) -> str:
     p = result.policy
     if p.mode == "raw":
@@ -262,8 +261,8 @@ def _summary_table(summary: pd.DataFrame) -> str:
     order = {m: i for i, m in enumerate(METRICS)}
     summary = summary.sort_values("metric", key=lambda c: c.map(order), kind="mergesort")
     for r in summary.itertuples():
-        d = _digits(r.metric)
-        rows.append([METRIC_LABELS.get(r.metric, r.metric), r.level, r.sequence, r.center, str(r.n_evaluated),
+        d = _row(r.metric).digits
+        rows.append([_row(r.metric).label, r.level, r.sequence, r.center, str(r.n_evaluated),
                      str(r.n_failed), str(r.n_nonfinite), fmt(r.mean, d), fmt(r.sd, d), fmt(r.median, d),
                      fmt(r.q1, d), fmt(r.q3, d), fmt(r.iqr, d), f"{fmt(r.ci_low, d)} – {fmt(r.ci_high, d)}"])
     return html_table(["metric", "level", "sequence", "center", "n", "failed", "non-finite", "mean", "SD", "median",
@@ -275,10 +274,10 @@ def _cases_table(cases: pd.DataFrame) -> str:
     for r in cases.to_dict("records"):
         ok = r["status"] == "evaluated"
         rows.append([r["case_id"], str(r["center"]), str(r["sequence"]), r["status"] if ok else r["failure"]]
-                    + [fmt(r[f"{m}_policy"], _digits(m)) if ok else "" for m in METRICS]
+                    + [fmt(r[f"{m}_policy"], _row(m).digits) if ok else "" for m in METRICS]
                     + [fmt(r.get("ref_volume_ml")) if ok else "", fmt(r.get("pred_volume_ml")) if ok else "",
                        r["empty_case"] if ok else ""])
-    return html_table(["case", "center", "sequence", "status"] + [METRIC_LABELS[m] for m in METRICS]
+    return html_table(["case", "center", "sequence", "status"] + [_row(m).label for m in METRICS]
                   + ["ref mL", "pred mL", "empty"], rows)
 
 

@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 
 from evaluation.bootstrap import percentile_ci
-from evaluation.empty_policy import DISTANCE_KEYS, OVERLAP_KEYS
 from evaluation.json_values import json_ready
+from evaluation.metric_table import SEGMENTATION_TABLE, names
 
 __all__ = ["METRICS", "STAT_COLUMNS", "bootstrap_mean_ci", "describe", "summarize", "summary_records",
            "summary_table_text"]
 
-METRICS: tuple[str, ...] = OVERLAP_KEYS + DISTANCE_KEYS
+METRICS: tuple[str, ...] = names(SEGMENTATION_TABLE)
 STAT_COLUMNS: tuple[str, ...] = (
     "n_evaluated", "n_failed", "n_nonfinite", "mean", "sd", "median", "q1", "q3", "iqr", "ci_low", "ci_high",
 )

@@ -372,6 +372,22 @@ def test_ranking_metrics_by_hand_with_ties():
     assert average_precision([1, 1], [0.1, 0.9]) == 1.0  # only altered patients: every threshold is precise
 
 
+def test_ranking_metrics_equal_sklearn_with_ties():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(60):
+        n = int(rng.integers(2, 80))
+        y = rng.integers(0, 2, n)
+        if y.min() == y.max():
+            continue
+        s = np.round(rng.random(n), 1)  # many ties
+        assert roc_auc(y, s) == pytest.approx(metrics.roc_auc_score(y, s), abs=1e-12)
+        assert average_precision(y, s) == pytest.approx(metrics.average_precision_score(y, s), abs=1e-12)
+        checked += 1
+    assert checked > 40
+
+
 def test_threshold_metrics_by_hand():
     y = [1, 1, 1, 0, 0]
     p = [0.9, 0.5, 0.2, 0.5, 0.1]  # 0.5 counts as altered

@@ -558,3 +558,53 @@ def test_full_size_case_is_fast(spacing):
         timings.append(time.perf_counter() - start)
     assert 0.5 < row["dsc"] < 1 and np.isfinite(row["hd95"])
     assert min(timings) < 0.5, timings  # measured ~30-70 ms on 2 cores
+
+
+# ----------------------------------------------------------------------------------------------
+# The metric table: a metric is one row
+# ----------------------------------------------------------------------------------------------
+
+ONE_ROW_SCRIPT = """
+import numpy as np, pandas as pd, evaluation
+assert evaluation.__file__.startswith({root!r}), evaluation.__file__
+from evaluation.cohort_evaluator import CASE_COLUMNS
+from evaluation.empty_policy import apply_empty_policy
+from evaluation.metrics import compute_case_metrics
+from evaluation.report import _summary_table, metric_plot_figure
+from evaluation.summary import METRICS, summarize
+ref = np.zeros((8, 8, 4), bool)
+ref[2:6, 2:6, 1:3] = True
+row = compute_case_metrics(np.roll(ref, 1, 0), ref, (1, 1, 1))
+assert abs(row["fmi"] - 24 / 32) < 1e-12, row  # TP / sqrt((TP + FP)(TP + FN)), 24 of 32 voxels shared
+assert apply_empty_policy(compute_case_metrics(np.zeros_like(ref), ref, (1, 1, 1)))["fmi"] == 0.0
+assert "fmi" in METRICS and "fmi_raw" in CASE_COLUMNS and "fmi_policy" in CASE_COLUMNS
+cases = pd.DataFrame({{"status": "evaluated", "sequence": "t2", "center": "a", "fmi_policy": [0.5, 0.75],
+                      "case_id": ["a", "b"]}})
+page = _summary_table(summarize(cases, metrics=("fmi",), resamples=20))
+assert "Fowlkes-Mallows" in page and "0.6250" in page, page
+assert metric_plot_figure(cases, "fmi", "brats").axes[-1].get_ylim()[1] < 1.1  # an overlap metric: on [0, 1]
+print("one row is enough")
+"""
+
+
+def test_a_metric_is_one_row_of_the_metric_table(tmp_path):
+    """A copy of the evaluation package with one row added to its metric table: computed, given the empty-case
+    value of its kind, a case-table column, a summary row and a report label with its decimals."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import evaluation
+
+    copy = tmp_path / "evaluation"
+    shutil.copytree(os.path.dirname(evaluation.__file__), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    table = copy / "metric_table.py"
+    anchor = '    Metric("hd95", "HD95 (mm)", 2, "distance", hd95),\n'
+    assert anchor in table.read_text()
+    table.write_text(table.read_text().replace(
+        anchor, '    Metric("fmi", "Fowlkes-Mallows", 4, "overlap", "fowlkes mallows index"),\n' + anchor))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", ONE_ROW_SCRIPT.format(root=str(tmp_path))], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "one row is enough" in done.stdout, done.stderr[-3000:]
