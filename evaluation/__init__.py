@@ -13,10 +13,9 @@ from evaluation.empty_policy import (
     RAW_POLICY,
     EmptyCasePolicy,
     apply_empty_policy,
-    apply_empty_policy_frame,
     empty_case,
 )
-from evaluation.mask_io import MaskVolume, compute_case_metrics_from_files, load_mask, spacing_from_nifti
+from evaluation.mask_io import MaskVolume, load_mask, spacing_from_nifti
 from evaluation.metrics import compute_case_metrics, compute_slice_metrics, surface_distances
 from evaluation.pairing import EvaluationCase, Pairing, pair_cohort, pair_folders
 from evaluation.report import write_outputs
@@ -34,12 +33,10 @@ __all__ = [
     "MaskVolume",
     "Pairing",
     "apply_empty_policy",
-    "apply_empty_policy_frame",
     "average_precision",
     "bootstrap_mean_ci",
     "classification_metrics",
     "compute_case_metrics",
-    "compute_case_metrics_from_files",
     "compute_slice_metrics",
     "empty_case",
     "load_mask",

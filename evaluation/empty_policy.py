@@ -41,7 +41,6 @@ __all__ = [
     "RAW_POLICY",
     "empty_case",
     "apply_empty_policy",
-    "apply_empty_policy_frame",
 ]
 
 OVERLAP_KEYS: tuple[str, ...] = names(SEGMENTATION_TABLE, "overlap")
@@ -129,25 +128,4 @@ def apply_empty_policy(row: dict[str, Any], policy: EmptyCasePolicy = BRATS_POLI
     for key in DISTANCE_KEYS:
         if key in out:
             out[key] = distance
-    return out
-
-
-def apply_empty_policy_frame(frame: Any, policy: EmptyCasePolicy = BRATS_POLICY) -> Any:
-    """:func:`apply_empty_policy` for a pandas DataFrame of raw rows (returns a copy)."""
-    out = frame.copy()
-    if policy.mode == "raw" or len(out) == 0:
-        return out
-    ref_empty = out["ref_empty"].astype(bool)
-    pred_empty = out["pred_empty"].astype(bool)
-    both = ref_empty & pred_empty
-    one = ref_empty ^ pred_empty
-    for keys, both_value, one_value in (
-        (OVERLAP_KEYS, policy.both_empty_dsc, policy.one_empty_dsc),
-        (DISTANCE_KEYS, policy.both_empty_hd95, policy.one_empty_hd95),
-    ):
-        for key in keys:
-            if key in out.columns:
-                out[key] = out[key].astype(float)
-                out.loc[both, key] = both_value
-                out.loc[one, key] = one_value
     return out

@@ -25,9 +25,8 @@ import nibabel as nib
 import numpy as np
 
 from evaluation.image_io import check_nifti_size
-from evaluation.metrics import compute_case_metrics
 
-__all__ = ["MaskVolume", "spacing_from_nifti", "load_mask", "grid_mismatch", "compute_case_metrics_from_files"]
+__all__ = ["MaskVolume", "spacing_from_nifti", "load_mask", "grid_mismatch"]
 
 _UNIT_TO_MM = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 1e-3}
 
@@ -102,27 +101,6 @@ def load_mask(path: str | os.PathLike, label_classes: Sequence[int] | None = Non
             raise ValueError(f"{path}: label map has non-integer values; cannot select label_classes.")
         array = np.isin(data, np.asarray(list(label_classes)))
     return MaskVolume(array=array, spacing=spacing, affine=np.asarray(img.affine, dtype=np.float64), path=path)
-
-
-def compute_case_metrics_from_files(
-    pred_path: str | os.PathLike,
-    ref_path: str | os.PathLike,
-    ref_label_classes: Sequence[int] | None = None,
-    pred_label_classes: Sequence[int] | None = None,
-    affine_atol_mm: float = 1e-3,
-    crop: bool = True,
-) -> dict[str, Any]:
-    """Raw metrics (:func:`evaluation.metrics.compute_case_metrics`) of two NIfTI masks on the same grid.
-
-    Refuses (ValueError naming both files) a shape, spacing or affine mismatch:
-    predictions must be written on the reference's exact grid.
-    """
-    pred = load_mask(pred_path, pred_label_classes)
-    ref = load_mask(ref_path, ref_label_classes)
-    problem = grid_mismatch(pred, ref, affine_atol_mm)
-    if problem is not None:
-        raise ValueError(problem)
-    return compute_case_metrics(pred.array, ref.array, ref.spacing, crop=crop)
 
 
 def grid_mismatch(pred: MaskVolume, ref: MaskVolume, affine_atol_mm: float = 1e-3) -> str | None:

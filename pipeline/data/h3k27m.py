@@ -22,11 +22,6 @@ def h3k27m_log_odds(site: str, enhancing_fraction: float) -> float:
     return INTERCEPT + PONS_LOG_ODDS * (site == "pons") + ENHANCING_FRACTION_LOG_ODDS * float(enhancing_fraction)
 
 
-def h3k27m_probability(site: str, enhancing_fraction: float) -> float:
-    """Probability of H3K27M alteration given only the imaging features (latent noise ignored)."""
-    return 1.0 / (1.0 + math.exp(-h3k27m_log_odds(site, enhancing_fraction)))
-
-
 def draw_h3k27m(rng: np.random.Generator, site: str, enhancing_fraction: float) -> int:
     """1 (altered) or 0 (wild-type)."""
     logit = h3k27m_log_odds(site, enhancing_fraction) + rng.normal(0.0, LATENT_NOISE_SD)
