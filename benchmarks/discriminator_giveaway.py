@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="markdown table to write")
     args = parser.parse_args(argv)
 
-    lists = segmentation_datalists(args.train, args.sequence, 0, 5, 0)
+    lists = segmentation_datalists(args.train, args.sequence, fold=0, n_folds=5, seed=0)
     train = lesion_slices(preprocessed_volumes(lists["train"][: args.patients], args.spatial_size))
     held_out = lesion_slices(preprocessed_volumes(lists["validate"], args.spatial_size))
     frozen = {"oracle soft": (oracle_soft(train[1]), oracle_soft(held_out[1]))}

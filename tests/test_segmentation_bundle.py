@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -115,17 +114,6 @@ def test_verify_and_torchscript_export_give_the_same_masks(trained: Path, tiny_c
         a, b = eager(slices), scripted(slices)
     assert torch.allclose(a, b, atol=1e-5)
     assert torch.equal(a > 0, b > 0)
-
-
-def test_multi_gpu_overrides_point_at_the_tensorboard_handlers():
-    """multi_gpu_train.json disables the TensorBoard handlers off rank 0 by list index: keep them in step."""
-    train = json.loads((CONFIGS / "train.json").read_text())
-    multi = json.loads((CONFIGS / "multi_gpu_train.json").read_text())
-    disabled = [k for k in multi if k.endswith("#_disabled_")]
-    assert len(disabled) == 2
-    for key in disabled:
-        section, _, index, _ = key.split("#")
-        assert train[section]["handlers"][int(index)]["_target_"] == "TensorBoardStatsHandler", key
 
 
 def test_torchrun_two_process_gloo_epoch(tiny_cohort: Path, tmp_path: Path):

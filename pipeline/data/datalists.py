@@ -1,6 +1,7 @@
 """The training / validation / unlabeled data lists of one segmentation run (sequence, fold, stage).
 
-Bundle configs call :func:`segmentation_datalists` so that the protocol lives in code:
+Bundle configs declare :func:`segmentation_datalists` as a component (named arguments) so that the protocol
+lives in code:
 
 * ``stage="finetune"`` (stage 2, and the only stage without BraTS): train on the DMG training
   folds, validate on the held-out fold.
@@ -38,6 +39,7 @@ def _load(source: str | os.PathLike, sequence: str) -> Cohort:
 def segmentation_datalists(
     dataset_dir: str | os.PathLike,
     sequence: str,
+    *,
     fold: int = 0,
     n_folds: int = 5,
     seed: int = 0,
@@ -46,7 +48,10 @@ def segmentation_datalists(
     validation_dir: str | os.PathLike | None = None,
     labeled_fraction: float = 1.0,
 ) -> dict[str, list[dict]]:
-    """``{"train": [...], "validate": [...], "unlabeled": [...]}`` per-sequence data dicts."""
+    """``{"train": [...], "validate": [...], "unlabeled": [...]}`` per-sequence data dicts.
+
+    Everything after ``sequence`` is named (a bundle config declares it as a component with these keys);
+    ``seed`` draws the folds and the labeled subset."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     cohort = _load(dataset_dir, sequence)
