@@ -18,7 +18,7 @@ from evaluation.empty_policy import (
 from evaluation.mask_io import MaskVolume, load_mask, spacing_from_nifti
 from evaluation.metrics import compute_case_metrics, compute_slice_metrics, surface_distances
 from evaluation.pairing import EvaluationCase, Pairing, pair_cohort, pair_folders
-from evaluation.report import write_outputs
+from evaluation.reports.segmentation import write_outputs
 from evaluation.summary import bootstrap_mean_ci, summarize
 
 __all__ = [

@@ -29,7 +29,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_expit
 
 from evaluation.classification import threshold_metrics
-from evaluation.html import new_figure, png_bytes
+from evaluation.reports.html import new_figure, png_bytes
 
 __all__ = ["THRESHOLD_RULE", "TEMPERATURE_BOUNDS", "apply_temperature", "binary_nll", "expected_calibration_error",
            "fit_calibration", "fit_temperature", "plot_reliability", "reliability_table", "youden_threshold"]

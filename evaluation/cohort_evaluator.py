@@ -32,7 +32,7 @@ from evaluation.empty_policy import BRATS_POLICY, EmptyCasePolicy, apply_empty_p
 from evaluation.mask_io import grid_mismatch, load_mask
 from evaluation.metrics import compute_case_metrics
 from evaluation.pairing import EvaluationCase, Pairing
-from evaluation.report import write_outputs
+from evaluation.reports.segmentation import write_outputs
 from evaluation.summary import METRICS, summarize
 
 __all__ = ["CaseFailure", "CohortEvaluator", "CohortResult", "case_table", "evaluate_case", "CASE_COLUMNS"]

@@ -1,6 +1,6 @@
 """The result of a cohort evaluation: the per-case table, the summary and the failures.
 
-Its own module so that :mod:`evaluation.report` (which writes a result) and
+Its own module so that :mod:`evaluation.reports.segmentation` (which writes a result) and
 :mod:`evaluation.cohort_evaluator` (which computes one, then writes it) do not import each other.
 """
 

@@ -6,8 +6,8 @@ Adding a metric is one row here. What reads the table:
   :mod:`evaluation.classification` every ``CLASSIFICATION_TABLE`` row per cohort (and per bootstrap
   resample);
 * :mod:`evaluation.empty_policy` gives empty masks the values of the row's kind;
-* :mod:`evaluation.summary`, :mod:`evaluation.report` and :mod:`evaluation.classification_report` take the
-  names, labels and decimals from it (tables, plots, JSON, CSV columns).
+* :mod:`evaluation.summary`, :mod:`evaluation.reports.segmentation` and :mod:`evaluation.reports.classification`
+  take the names, labels and decimals from it (tables, plots, JSON, CSV columns).
 
 Kinds and what ``compute`` is:
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from evaluation.classification import classification_metrics
-from evaluation.classification_report import (
+from evaluation.reports.classification import (
     POOLED,
     plot_pr_curves,
     plot_roc_curves,

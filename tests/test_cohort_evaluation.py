@@ -279,7 +279,7 @@ def test_report_html_is_self_contained_and_lists_failures(setup):
 
 
 def test_hd95_plot_draws_the_empty_mask_penalty_above_a_broken_axis(setup):
-    from evaluation.report import metric_plot_figure
+    from evaluation.reports.segmentation import metric_plot_figure
 
     evaluated = setup["result"].evaluated
     penalty = evaluated.loc[evaluated.patient_id == "tiny_03", "hd95_policy"].item()
@@ -360,7 +360,7 @@ def test_dmg_evaluate_cli_end_to_end(setup, tmp_path, capsys):
 
 def test_evaluation_package_never_imports_pipeline():
     package = Path(__file__).resolve().parents[1] / "evaluation"
-    offenders = [p.name for p in package.glob("*.py")
+    offenders = [p.name for p in package.rglob("*.py")
                  if re.search(r"^\s*(from|import)\s+pipeline\b", p.read_text(), re.MULTILINE)]
     assert offenders == []
 
@@ -459,3 +459,16 @@ def test_folder_mode_reports_a_looping_reference_instead_of_dropping_it(setup, t
     assert cases.loc["tiny_06_t2_seg", "failure"] == "missing_reference"
     assert "Too many levels of symbolic links" in cases.loc["tiny_06_t2_seg", "reason"]
     assert result.n_evaluated == 2
+
+
+def test_moved_report_modules_answer_to_their_old_names_for_one_release():
+    import evaluation.classification_report
+    import evaluation.html
+    import evaluation.report
+    import evaluation.slice_figures
+    from evaluation.reports import classification, html, segmentation, slice_figures
+
+    assert evaluation.report.write_outputs is segmentation.write_outputs
+    assert evaluation.classification_report.write_classification_report is classification.write_classification_report
+    assert evaluation.html.png_bytes is html.png_bytes
+    assert evaluation.slice_figures.saliency_overlay_png is slice_figures.saliency_overlay_png

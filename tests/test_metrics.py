@@ -565,7 +565,7 @@ assert evaluation.__file__.startswith({root!r}), evaluation.__file__
 from evaluation.cohort_evaluator import CASE_COLUMNS
 from evaluation.empty_policy import apply_empty_policy
 from evaluation.metrics import compute_case_metrics
-from evaluation.report import _summary_table, metric_plot_figure
+from evaluation.reports.segmentation import _summary_table, metric_plot_figure
 from evaluation.summary import METRICS, summarize
 ref = np.zeros((8, 8, 4), bool)
 ref[2:6, 2:6, 1:3] = True

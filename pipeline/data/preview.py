@@ -14,8 +14,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from evaluation.html import new_figure, png_bytes
-from evaluation.slice_figures import axial_display, draw_outline, draw_slice, mark_sides
+from evaluation.reports.html import new_figure, png_bytes
+from evaluation.reports.slice_figures import axial_display, draw_outline, draw_slice, mark_sides
 from transforms.atomic_writer import atomic_write_bytes
 
 MASK_COLOURS = {"t1c": "#00e5ff", "t2": "#ff3b30", "flair": "#ffcc00"}

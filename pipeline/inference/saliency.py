@@ -11,7 +11,7 @@
 The net is left as it was: train/eval mode, ``requires_grad`` flags, parameter gradients and
 hooks are restored (MONAI's hooks are registered on the target layer and removed after).
 :func:`saliency_overlay` draws the map over the slice with
-:func:`evaluation.slice_figures.saliency_overlay_png`.
+:func:`evaluation.reports.slice_figures.saliency_overlay_png`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 from monai.visualize import GradCAM
 from torch import nn
 
-from evaluation.slice_figures import saliency_overlay_png
+from evaluation.reports.slice_figures import saliency_overlay_png
 from transforms.vocabulary import STATUS_NAMES
 
 __all__ = ["ClassLogits", "default_target_layer", "saliency_map", "saliency_overlay", "SALIENCY_METHODS"]

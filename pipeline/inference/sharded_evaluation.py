@@ -41,7 +41,7 @@ class ShardedCohortEvaluator(CohortEvaluator):
 
     def run(self, cases: Pairing | Iterable[EvaluationCase | Mapping], output_dir: str | os.PathLike,
             title: str = "Cohort evaluation", inputs: Mapping[str, str] | None = None) -> CohortResult:
-        from evaluation.report import write_outputs
+        from evaluation.reports.segmentation import write_outputs
 
         result = self.evaluate(cases)
         if self.ranks.is_main:

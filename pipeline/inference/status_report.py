@@ -2,7 +2,7 @@
 
 Patients with a known status are preprocessed once (``validate`` transforms), predicted with the
 patient rule of :mod:`pipeline.inference.status`, and passed to
-:func:`evaluation.classification_report.write_classification_report` with their features (t-SNE)
+:func:`evaluation.reports.classification.write_classification_report` with their features (t-SNE)
 and Grad-CAM overlays of the most and least confident patients of each status.
 
 :func:`write_status_report` does the same from the ``predictions.csv`` table of ``dmg status``
@@ -30,7 +30,7 @@ from monai.data import Dataset
 from evaluation.atomic_io import atomic_write_bytes, atomic_write_text
 from evaluation.calibration import expected_calibration_error, plot_reliability, reliability_table
 from evaluation.classification_ceiling import status_ceiling_for
-from evaluation.classification_report import metrics_summary_text, write_classification_report
+from evaluation.reports.classification import metrics_summary_text, write_classification_report
 from pipeline.inference.saliency import saliency_overlay
 from pipeline.inference.status import evaluate_status_model
 from transforms import build_transforms
