@@ -22,6 +22,7 @@ from tests.conftest import copy_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 H3_BUNDLE = REPO / "bundles" / "h3k27m_classification"
+SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
 ZOO_CHECK = REPO.parent / "shared" / "model-zoo-check" / "check_bundle.py"
 TINY = {"base_width": 8, "spatial_size": 64, "sw_batch_size": 8, "num_workers": 0}
 
@@ -107,3 +108,12 @@ def test_shipped_h3k27m_bundle_passes_every_zoo_check(shipped: Path, tiny_cohort
     lines = result.stdout.strip().splitlines()
     assert result.returncode == 0, "\n".join(lines[-20:])
     assert lines[-1] == "8 passed, 0 failed"  # all but the requirements check, which asks the package index
+
+
+@pytest.mark.parametrize("bundle", [SEG_BUNDLE, H3_BUNDLE], ids=["segmentation", "h3k27m"])
+def test_metadata_pins_what_a_monai_only_run_imports(bundle: Path):
+    """MONAI requires only numpy and torch; `python -m monai.bundle run` imports fire (its command line), the configs
+    nibabel (NIfTI), ignite (engines) and tqdm (progress bar). A recipient installs only the pins: in a fresh venv
+    without fire the run stopped at `import fire`."""
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert {"fire", "nibabel", "pytorch-ignite", "tqdm"} <= set(meta["required_packages_version"])
