@@ -26,6 +26,7 @@ import torch
 from pipeline.bundle_sharing.bundle_models import load_pytorch_model, metadata_of, model_name_id, read_inference_config
 from pipeline.bundle_sharing.ship import ShipResult, pretty_format_json, ship_bundle
 from pipeline.bundle_sharing.trust import require_safe_bundle, use_bundle_code
+from transforms.atomic_writer import atomic_path, atomic_write_text
 
 __all__ = ["install_checkpoint", "ship_checkpoint", "sync_spatial_shapes"]
 
@@ -81,18 +82,10 @@ def install_checkpoint(bundle_dir: str | os.PathLike, checkpoint: str | os.PathL
         changed = sync_spatial_shapes(metadata, int(spatial_size))
         _verify_shapes(bundle, metadata)
     target = bundle / "models" / f"model_{name}.pt"
-    target.parent.mkdir(exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
+    with atomic_path(target) as tmp:
         torch.save({k: v.detach().cpu() for k, v in network.state_dict().items()}, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     if changed:
-        meta_path = bundle / "configs" / "metadata.json"
-        tmp = meta_path.with_name(f".{meta_path.name}.tmp")
-        tmp.write_text(pretty_format_json(json.dumps(metadata)), encoding="utf-8")
-        os.replace(tmp, meta_path)
+        atomic_write_text(bundle / "configs" / "metadata.json", pretty_format_json(json.dumps(metadata)))
     return target, changed
 
 
