@@ -270,3 +270,16 @@ def test_demo_skips_the_status_part_of_a_bundle_without_weights(tmp_path):
     model, skipped = _load_status_model(Namespace(status_bundle=str(bundle), status_patients=4, device="cpu",
                                                   trust_bundle=False))
     assert model is None and "has no trained H3K27M weights" in skipped and "model.pt" in skipped
+
+
+def test_set_overrides_the_bundle_config_and_refuses_reserved_keys(status_bundle, cohort, tmp_path, capsys):
+    out = tmp_path / "pred"
+    code, printed, err = _status(["--bundle", str(status_bundle), "--cohort", str(cohort), "--out", str(out),
+                                  "--no-report", "--set", "threshold=1.0", "temperature=1"], capsys)
+    assert code == 0, err
+    table = pd.read_csv(out / "predictions.csv")
+    assert (table.predicted_status == "wild-type").all()  # no probability reaches 1
+    np.testing.assert_allclose(table.probability_altered, expit(table.logit_uncalibrated), rtol=1e-9)
+    code, printed, err = _status(["--bundle", str(status_bundle), "--cohort", str(cohort), "--out", str(out),
+                                  "--set", "model_file=x.pt"], capsys)
+    assert code == 2 and "set 'model_file' with --model" in err and len(err.splitlines()) == 1

@@ -62,6 +62,7 @@ from transforms import build_postprocessing
 
 __all__ = [
     "RESERVED_OVERRIDES",
+    "apply_overrides",
     "SegmentationModel",
     "load_segmentation_model",
     "parse_overrides",
@@ -186,6 +187,17 @@ def _parse_value(text: str) -> Any:
     return text
 
 
+def apply_overrides(parser: ConfigParser, overrides: Mapping[str, Any] | None, config_file: str | os.PathLike) -> None:
+    """Set config ids of ``parser`` (read from ``config_file``) as ``monai.bundle run --key value`` would; ids that
+    are not in the config and those of :data:`RESERVED_OVERRIDES` are refused."""
+    for key, value in (overrides or {}).items():
+        if key in RESERVED_OVERRIDES:
+            raise ValueError(f"set {key!r} with {RESERVED_OVERRIDES[key]}, not as an override")
+        if key not in parser:
+            raise ValueError(f"unknown config key {key!r} for {config_file}")
+        parser[key] = value
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None`` -> CUDA when available, else CPU; a CUDA device that is not there is an error."""
     if device is None or str(device) == "":
@@ -265,12 +277,7 @@ def load_segmentation_model(
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser.update({"bundle_root": str(bundle), "sequence": sequence})
-    for key, value in (overrides or {}).items():
-        if key in RESERVED_OVERRIDES:
-            raise ValueError(f"set {key!r} with {RESERVED_OVERRIDES[key]}, not as an override")
-        if key not in parser:
-            raise ValueError(f"unknown config key {key!r} for {config_file}")
-        parser[key] = value
+    apply_overrides(parser, overrides, config_file)
     dev = resolve_device(device)
     default = parser.get_parsed_content("model_file") if "model_file" in parser else None
     path = resolve_model_file(bundle, sequence, model_file, default)

@@ -25,15 +25,11 @@ import torch
 from monai.bundle import ConfigParser
 
 from pipeline.checkpoint_io import INFERENCE_CONFIG, ModelKind, load_state_dict, model_file_kind
-from pipeline.inference.model import KIND_NAMES, resolve_device
+from pipeline.inference.model import KIND_NAMES, apply_overrides, resolve_device
 from pipeline.inference.onnx_runtime import OnnxNetwork
 from pipeline.inference.runtime_choice import choose_onnx_file
 
-__all__ = ["NoStatusWeightsError", "RESERVED_STATUS_OVERRIDES", "StatusModel", "load_status_model"]
-
-RESERVED_STATUS_OVERRIDES = {"bundle_root": "--bundle", "sequence": "--sequence", "model_file": "--model",
-                             "device": "--device"}
-"""Config keys that have their own argument; overriding them with ``key=value`` is refused."""
+__all__ = ["NoStatusWeightsError", "StatusModel", "load_status_model"]
 
 
 @dataclass
@@ -65,12 +61,7 @@ def _read_config(bundle: Path, sequence: str | None, overrides: Mapping[str, Any
     parser.update({"bundle_root": str(bundle)})
     if sequence is not None:
         parser.update({"sequence": sequence})
-    for key, value in (overrides or {}).items():
-        if key in RESERVED_STATUS_OVERRIDES:
-            raise ValueError(f"set {key!r} with {RESERVED_STATUS_OVERRIDES[key]}, not as an override")
-        if key not in parser:
-            raise ValueError(f"unknown config key {key!r} for {config_file}")
-        parser[key] = value
+    apply_overrides(parser, overrides, config_file)
     for key in ("network_def", "model_file", "spatial_size"):
         if key not in parser:
             raise ValueError(f"{config_file} has no {key!r}: not an H3K27M status bundle")
