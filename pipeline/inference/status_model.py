@@ -122,7 +122,7 @@ def load_status_model(
     if path is None:
         raise NoStatusWeightsError(f"bundle {bundle} has no trained H3K27M weights: "
                                 f"{parser.get_parsed_content('model_file')} does not exist "
-                                "(train one, or pass --model FILE)")
+                                "(dmg bundle ship puts trained weights there; dmg status also takes --model FILE)")
     dev = resolve_device(device)
     kind = model_file_kind(path)
     onnx_file = choose_onnx_file(runtime, path, parser, dev, torchscript=kind == "torchscript")
