@@ -57,6 +57,29 @@ def test_background_writer_keeps_order_and_raises_a_failed_write():
     writer.close()
 
 
+def test_background_writer_keeps_the_writes_finished_before_a_failed_one():
+    """The writes that finished before a failing one are still handed over (the segment report lists them),
+    whichever call (submit, collect, wait) met the failure; deterministic: each write waits for its turn."""
+    writer = BackgroundWriter(max_pending=2)
+    first_done = threading.Event()
+
+    def ok() -> str:
+        first_done.set()
+        return "done"
+
+    def fail() -> None:
+        first_done.wait()
+        raise OSError(28, "No space left on device")
+
+    writer.submit(ok)
+    writer.submit(fail)
+    with pytest.raises(OSError, match="No space"):
+        writer.wait()  # takes 'done' from the first write, then meets the failure
+    assert writer.finished() == ["done"]
+    assert writer.finished() == []
+    writer.close()
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, tiny_cohort: Path):
     root = copy_bundle(BUNDLE, tmp_path_factory.mktemp("stages_bundle"), features=FEATURES, spatial_size=32)

@@ -87,6 +87,12 @@ class BackgroundWriter:
             self._finished.append(self._pending.popleft().result())
         return self.collect()
 
+    def finished(self) -> list[Any]:
+        """Results already taken from finished writes but not yet returned, without waiting: after a write
+        raised (from ``submit``, ``collect`` or ``wait``), the results of the writes before it."""
+        done, self._finished = self._finished, []
+        return done
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=False)

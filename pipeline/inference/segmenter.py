@@ -306,6 +306,7 @@ class CohortSegmenter:
             record(writer.wait())
         except OutputWriteError:
             bar.close()
+            report.results.extend(writer.finished())  # masks written before the failed one
             if ranks.is_main:
                 try:
                     report.write_csv()
