@@ -82,3 +82,11 @@ def test_parts_not_run_keep_their_earlier_sections_and_targets():
     assert "* Evaluation ≥5×: 80× — met. (kept)" in merged and "new header" in merged
     assert merged.index("## Evaluation") < merged.index("## Targets") < merged.index("* GAN step ≤1.5×: 1.40×")
     assert merge_unmeasured(old, new, ("hardware", "evaluation", "training", "inference", "runtimes", "cohort")) == new
+
+
+def test_h3k27m_speed_sweep_times_every_configuration():
+    from benchmarks.h3k27m_speed_sweep import step_seconds
+
+    medians = step_seconds([4], [32, 48], rounds=1, steps=1)
+    assert set(medians) == {"w4_s32", "w4_s48"}
+    assert all(v > 0 for v in medians.values())
