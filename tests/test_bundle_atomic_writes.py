@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from pipeline.bundle_sharing import archive
-from pipeline.bundle_sharing.carried_code import carried_files, write_carried_code
+from pipeline.bundle_trust.carried_code import carried_files, write_carried_code
 from transforms import atomic_writer
 
 

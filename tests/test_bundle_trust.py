@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pipeline.bundle_sharing import pack_bundle, verify_bundle
-from pipeline.bundle_sharing.config_allowlist import check_config_files, check_expression
-from pipeline.bundle_sharing.trust import UntrustedBundleError, bundle_code_problems, require_safe_bundle
+from pipeline.bundle_trust.config_allowlist import check_config_files, check_expression
+from pipeline.bundle_trust.trust import UntrustedBundleError, bundle_code_problems, require_safe_bundle
 from pipeline.cli import main
 from pipeline.inference import load_segmentation_model
 from pipeline.networks import build_generator
@@ -198,7 +198,7 @@ def test_each_bundle_imports_its_own_carried_code(tiny_bundle, tmp_path):
     import shutil
     import sys
 
-    from pipeline.bundle_sharing.trust import activate_bundle_code
+    from pipeline.bundle_trust.trust import activate_bundle_code
 
     other = tmp_path / "other"
     shutil.copytree(tiny_bundle, other)

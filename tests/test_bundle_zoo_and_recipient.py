@@ -15,8 +15,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from pipeline.bundle_sharing import pack_bundle
-from pipeline.bundle_sharing.carried_code import carried_files
-from pipeline.bundle_sharing.trust import use_bundle_code
+from pipeline.bundle_trust.carried_code import carried_files
+from pipeline.bundle_trust.trust import use_bundle_code
 from pipeline.cli import main
 from transforms import build_transforms
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from pipeline.bundle_sharing.bundle_models import inference_config_for, model_name_id
+from pipeline.inference.bundle_models import inference_config_for, model_name_id
 from pipeline.checkpoint_io import load_state_dict, model_file_kind, sha256_file, unwrap_state_dict
 
 

@@ -17,13 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("transforms", "evaluation", "pipeline")
 MAY_IMPORT = {"transforms": set(), "evaluation": {"transforms"}, "pipeline": {"transforms", "evaluation"}}
 
-KNOWN_PACKAGE_CYCLES: set[frozenset[str]] = {
-    # inference runs a bundle only after pipeline.bundle_sharing.trust has checked it (model.py, onnx_export.py),
-    # and bundle_sharing's ship/verify export and run ONNX models with inference.onnx_export/onnx_runtime. No module
-    # cycle is left (test above); splitting the package (trust, config allow-list and carried code below inference,
-    # pack/verify/ship above it) is open in issue 17. Remove this entry once it is gone.
-    frozenset({"pipeline.bundle_sharing", "pipeline.inference"}),
-}
+KNOWN_PACKAGE_CYCLES: set[frozenset[str]] = set()
+"""Cycles between subpackages still on record (none: issue 17 moved the checks inference runs before a bundle into
+``pipeline.bundle_trust``, below both ``inference`` and ``bundle_sharing``). A new entry needs a reason and an issue."""
 
 
 def _modules(root: Path, packages=PACKAGES) -> dict[str, tuple[Path, bool]]:
@@ -151,12 +147,28 @@ def test_no_new_import_cycle_among_subpackages():
 def test_bundle_sharing_and_inference_share_model_files_through_a_neutral_module():
     """Issue 17: bundle_models took ``_state_dict`` and ``INFERENCE_CONFIG`` from ``inference.model``, whose
     runtime choice called back into bundle_models. Both now read model files through ``pipeline.checkpoint_io``,
-    which imports neither."""
+    which imports no other module of ``pipeline``."""
     graph = import_graph(ROOT)
-    assert "pipeline.checkpoint_io" in graph["pipeline.bundle_sharing.bundle_models"]
+    assert "pipeline.checkpoint_io" in graph["pipeline.inference.bundle_models"]
     assert "pipeline.checkpoint_io" in graph["pipeline.inference.model"]
     assert not {t for t in graph["pipeline.checkpoint_io"] if t.startswith("pipeline.")}
-    assert not {t for t in graph["pipeline.bundle_sharing.bundle_models"] if t.startswith("pipeline.inference")}
+
+
+def test_the_checks_inference_runs_before_a_bundle_sit_below_inference_and_bundle_sharing():
+    """Issue 17: inference ran a bundle only after ``bundle_sharing.trust`` had checked it, while bundle_sharing
+    exports and runs models with inference (a package cycle). The checks (trust, config allow-list, carried code)
+    are ``pipeline.bundle_trust`` now: inference and bundle_sharing import it, it imports neither, nor anything
+    of ``pipeline`` but itself."""
+    graph = import_graph(ROOT)
+    trust = {m: targets for m, targets in graph.items() if m.split(".")[:2] == ["pipeline", "bundle_trust"]}
+    assert {"pipeline.bundle_trust.trust", "pipeline.bundle_trust.config_allowlist",
+            "pipeline.bundle_trust.carried_code"} <= set(trust)
+    outside = sorted(f"{m} -> {t}" for m, targets in trust.items() for t in targets
+                     if t.startswith("pipeline.") and not t.startswith("pipeline.bundle_trust"))
+    assert not outside, f"pipeline.bundle_trust must import no other part of pipeline: {outside}"
+    assert "pipeline.bundle_trust.trust" in graph["pipeline.inference.model"]
+    assert "pipeline.bundle_trust.trust" in graph["pipeline.bundle_sharing.verify"]
+    assert not {t for t in graph["pipeline.inference.bundle_models"] if t.startswith("pipeline.bundle_sharing")}
 
 
 @pytest.mark.parametrize("package", ["transforms", "evaluation"])

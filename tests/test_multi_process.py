@@ -17,7 +17,7 @@ from monai.bundle import run as run_bundle
 
 from pipeline.inference.distributed import CohortRanks
 from tests.conftest import copy_bundle
-from pipeline.bundle_sharing.trust import use_bundle_code
+from pipeline.bundle_trust.trust import use_bundle_code
 from tests.tiny_generator import TINY_FEATURES as FEATURES
 from tests.tiny_generator import tiny_generator
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from pipeline.bundle_sharing.config_allowlist import check_config_files
+from pipeline.bundle_trust.config_allowlist import check_config_files
 from pipeline.data.datalists import segmentation_datalists
 from pipeline.engines.adversarial_parts import (
     discriminator_lr_scheduler,

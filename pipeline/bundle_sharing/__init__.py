@@ -5,13 +5,15 @@
 * :mod:`.archive`: deterministic atomic zip writing and a safe extraction (no member lands outside
   the target folder);
 * :mod:`.metadata_checks`: offline checks of ``metadata.json``;
-* :mod:`.bundle_models`: ``network_def`` for a weights file, TorchScript export;
 * :mod:`.model_checks`: the ``verify_net_in_out`` check on the shipped weights, TorchScript vs PyTorch;
 * :mod:`.report`: the PASS/FAIL/WARN/NOTE table;
-* :mod:`.config_allowlist`, :mod:`.trust`: configs parsed, never evaluated, against an allow-list of wiring;
-  ``logging.conf``; carried code (:mod:`.carried_code`, generated from the packages);
 * :mod:`.signing`: Ed25519 signatures of the checksum manifest;
 * :mod:`.pack`, :mod:`.unpack`, :mod:`.verify`, :mod:`.ship`: the operations.
+
+They use the package below them: :mod:`pipeline.bundle_trust` (the config allow-list, ``logging.conf`` and the
+carried code, checked before anything of a bundle runs) and :mod:`pipeline.inference`
+(:mod:`pipeline.inference.bundle_models`: ``network_def`` for a weights file, TorchScript export; the ONNX export
+and runtime).
 """
 
 from pipeline.bundle_sharing.archive import CorruptArchiveError, UnsafeArchiveError, safe_extract, write_zip

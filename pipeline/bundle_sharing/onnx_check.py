@@ -42,7 +42,7 @@ def check_onnx_models(root: str | os.PathLike, threshold: float = 0.5, atol: flo
 
 
 def _check_one(root: Path, path: Path, threshold: float, atol: float) -> Check:
-    from pipeline.bundle_sharing.bundle_models import inference_config_for, load_pytorch_model
+    from pipeline.inference.bundle_models import inference_config_for, load_pytorch_model
     from pipeline.inference.onnx_export import expected_source, stale_reason
     from pipeline.inference.onnx_runtime import OnnxNetwork, onnxruntime_available
 

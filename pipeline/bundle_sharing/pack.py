@@ -4,7 +4,8 @@ manifest (``checksums.sha256``) and ``bundle_manifest.json`` (what is inside, an
 The zip has one top folder named after the bundle folder, members in sorted order with fixed timestamps,
 and is written atomically. The metadata is checked first (a FAIL of :func:`.metadata_checks.check_metadata`
 refuses to pack), then the weights (every ``models/*.pt`` must load with ``weights_only=True`` or be a
-TorchScript archive) and the configs (:mod:`.trust`: the config allow-list, ``logging.conf``, carried code). ``export_torchscript=True`` adds ``models/model_<name>.ts`` for every
+TorchScript archive) and the configs (:mod:`pipeline.bundle_trust.trust`: the config allow-list, ``logging.conf``,
+carried code). ``export_torchscript=True`` adds ``models/model_<name>.ts`` for every
 ``models/model_<name>.pt`` that has none (``torch.jit.script`` of the inference config's ``network_def``);
 a network that cannot be scripted is reported as a note and packed without one. The bundle folder
 itself is not modified.
@@ -25,8 +26,6 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipeline.bundle_sharing.archive import write_zip
-from pipeline.bundle_sharing.bundle_models import export_torchscript as script_and_save
-from pipeline.bundle_sharing.bundle_models import metadata_of
 from pipeline.bundle_sharing.checksums import format_checksums
 from pipeline.bundle_sharing.layout import (
     CHECKSUMS_FILE,
@@ -38,8 +37,10 @@ from pipeline.bundle_sharing.layout import (
 )
 from pipeline.bundle_sharing.metadata_checks import check_metadata
 from pipeline.bundle_sharing.signing import key_id, sign_checksums
-from pipeline.bundle_sharing.trust import bundle_code_problems, use_bundle_code
+from pipeline.bundle_trust.trust import bundle_code_problems, use_bundle_code
 from pipeline.checkpoint_io import model_file_kind, sha256_file
+from pipeline.inference.bundle_models import export_torchscript as script_and_save
+from pipeline.inference.bundle_models import metadata_of
 
 __all__ = ["PackResult", "pack_bundle", "package_versions"]
 

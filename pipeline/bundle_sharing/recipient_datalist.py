@@ -1,8 +1,8 @@
 """The data list of a bundle's ``inference.json`` for a recipient: a folder of images, or a cohort.
 
-This module is carried inside a bundle as ``scripts/image_folder.py`` (see :mod:`.carried_code`), so it
-imports only the standard library; the cohort formats need the dmg-pipeline package and are used only when
-it is installed.
+This module is carried inside a bundle as ``scripts/image_folder.py`` (see
+:mod:`pipeline.bundle_trust.carried_code`), so it imports only the standard library; the cohort formats need the
+dmg-pipeline package and are used only when it is installed.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ from this package's code, so the folder passes the MONAI Model Zoo's checks and 
 
 Re-run it whenever ``models/model_<name>.pt`` or the carried source modules change. In order:
 
-1. the carried code in ``scripts/`` (:mod:`.carried_code`), when ``configs/inference.json`` names ``scripts.``;
+1. the carried code in ``scripts/`` (:mod:`pipeline.bundle_trust.carried_code`),
+   when ``configs/inference.json`` names ``scripts.``;
 2. every ``configs/*.json`` rewritten as the zoo's pre-commit ``pretty-format-json --indent=4 --no-sort-keys``
    writes it (same content, only the layout changes);
 3. for every ``models/model_<name>.pt``: ``models/model_<name>.ts`` (``torch.jit.script`` of the inference
@@ -25,10 +26,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.bundle_sharing.bundle_models import export_torchscript, metadata_of, read_inference_config
-from pipeline.bundle_sharing.carried_code import write_carried_code
 from pipeline.bundle_sharing.layout import find_models
-from pipeline.bundle_sharing.trust import bundle_code_problems, use_bundle_code
+from pipeline.bundle_trust.carried_code import write_carried_code
+from pipeline.bundle_trust.trust import bundle_code_problems, use_bundle_code
+from pipeline.inference.bundle_models import export_torchscript, metadata_of, read_inference_config
 from transforms.atomic_writer import atomic_path, atomic_write_text
 
 __all__ = ["DEFAULT_MODEL", "ShipResult", "pretty_format_json", "ship_bundle"]

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.bundle_sharing.bundle_models import load_pytorch_model, metadata_of, model_name_id, read_inference_config
 from pipeline.bundle_sharing.ship import ShipResult, pretty_format_json, ship_bundle
-from pipeline.bundle_sharing.trust import require_safe_bundle, use_bundle_code
+from pipeline.bundle_trust.trust import require_safe_bundle, use_bundle_code
+from pipeline.inference.bundle_models import load_pytorch_model, metadata_of, model_name_id, read_inference_config
 from transforms.atomic_writer import atomic_path, atomic_write_text
 
 __all__ = ["install_checkpoint", "ship_checkpoint", "sync_spatial_shapes"]

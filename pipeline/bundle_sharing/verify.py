@@ -8,8 +8,8 @@ Checks, in order (each a row of the :class:`~pipeline.bundle_sharing.report.Veri
    (a zip must have the file; a folder without one gets a NOTE); ``manifest``: ``bundle_manifest.json``
    agrees with the metadata;
    ``signature``: ``checksums.sha256.sig`` against ``--trusted-key`` public keys (:mod:`.signing`);
-   ``configs``: the config allow-list, ``logging.conf`` and carried code (:mod:`.trust`; parsed, never
-   evaluated): on a FAIL nothing below runs, since building ``network_def`` would run the configs;
+   ``configs``: the config allow-list, ``logging.conf`` and carried code (:mod:`pipeline.bundle_trust.trust`;
+   parsed, never evaluated): on a FAIL nothing below runs, since building ``network_def`` would run the configs;
 3. ``metadata: ...``: :func:`.metadata_checks.check_metadata`;
 4. per ``models/model_<name>.pt``: ``network_def`` of ``inference.json`` for that name loads the weights
    (``weights_only=True``, strict) and passes the ``verify_net_in_out`` check (``n`` for ``"16*n"`` shapes);
@@ -30,7 +30,6 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from pipeline.bundle_sharing.archive import ArchiveLimits, safe_extract
-from pipeline.bundle_sharing.bundle_models import load_pytorch_model, metadata_of, read_inference_config
 from pipeline.bundle_sharing.checksums import compare_checksums, parse_checksums
 from pipeline.bundle_sharing.layout import CHECKSUMS_FILE, MANIFEST_FILE, bundle_files, find_models
 from pipeline.bundle_sharing.metadata_checks import check_metadata
@@ -38,7 +37,8 @@ from pipeline.bundle_sharing.model_checks import IOSpec, check_in_out, compare_o
 from pipeline.bundle_sharing.onnx_check import check_onnx_models
 from pipeline.bundle_sharing.report import VerifyReport
 from pipeline.bundle_sharing.signing import SIGNATURE_FILE, SignatureError, check_signature
-from pipeline.bundle_sharing.trust import bundle_code_problems, use_bundle_code
+from pipeline.bundle_trust.trust import bundle_code_problems, use_bundle_code
+from pipeline.inference.bundle_models import load_pytorch_model, metadata_of, read_inference_config
 
 __all__ = ["verify_bundle"]
 

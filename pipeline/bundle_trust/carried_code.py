@@ -91,7 +91,7 @@ def _init(folder: str, package: str, modules: tuple[str, ...]) -> str:
 def carried_files() -> dict[str, bytes]:
     """``{bundle-relative path: content}`` of the carried code, generated from the installed packages."""
     files: dict[str, bytes] = {"scripts/__init__.py": (
-        HEADER.format(source="pipeline.bundle_sharing.carried_code")
+        HEADER.format(source="pipeline.bundle_trust.carried_code")
         + '"""Code this bundle carries so that it runs with MONAI alone (generated, do not edit)."""\n').encode()}
     for folder, (package, *modules) in CARRIED.items():
         for name in modules:

@@ -32,7 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.bundle_sharing.carried_code import CARRIED_PACKAGES
+from pipeline.bundle_trust.carried_code import CARRIED_PACKAGES
 
 __all__ = [
     "ALLOWED_BUILTINS",

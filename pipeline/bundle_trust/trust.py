@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.bundle_sharing.carried_code import check_carried_code
-from pipeline.bundle_sharing.config_allowlist import check_config_files
+from pipeline.bundle_trust.carried_code import check_carried_code
+from pipeline.bundle_trust.config_allowlist import check_config_files
 
 __all__ = ["UntrustedBundleError", "bundle_code_problems", "check_logging_config", "require_safe_bundle",
            "use_bundle_code", "activate_bundle_code"]

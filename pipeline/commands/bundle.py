@@ -23,7 +23,7 @@
       write an Ed25519 key pair NAME.key (private, mode 0600) and NAME.pub for pack --sign / verify --trusted-key.
 
 Received bundles are untrusted: verify, segment and demo refuse config expressions outside the allow-list
-(pipeline/bundle_sharing/config_allowlist.py) before instantiating anything; archives are refused beyond
+(pipeline/bundle_trust/config_allowlist.py) before instantiating anything; archives are refused beyond
 --max-size / --max-files / --max-ratio before anything is written.
 """
 

@@ -3,7 +3,7 @@
 The model name (``t2`` in ``models/model_t2.pt``) is bound to the config id that the config's own
 ``model_file`` is built from (``@sequence`` in both bundles; a received bundle may use another id), so
 ``network_def`` is built exactly as ``monai.bundle run`` builds it for those weights. That id is read from the
-syntax tree of the ``model_file`` expression (:func:`pipeline.bundle_sharing.config_allowlist.parse_expression`),
+syntax tree of the ``model_file`` expression (:func:`pipeline.bundle_trust.config_allowlist.parse_expression`),
 which is never evaluated: the bundle may come from elsewhere.
 """
 
@@ -21,7 +21,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import save_net_with_metadata
 
-from pipeline.bundle_sharing.config_allowlist import parse_expression, referenced_id
+from pipeline.bundle_trust.config_allowlist import parse_expression, referenced_id
 from pipeline.checkpoint_io import INFERENCE_CONFIG, load_state_dict
 from transforms.atomic_writer import atomic_write_bytes
 

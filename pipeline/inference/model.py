@@ -251,7 +251,7 @@ def load_segmentation_model(
     ``overrides`` set config ids as ``monai.bundle run --key value`` would (e.g. ``{"features": [4, 8, 16],
     "spatial_size": 32}``); unknown ids and the ids in :data:`RESERVED_OVERRIDES` are refused.
     ``runtime``: ``auto``, ``onnx`` or ``torch`` (see the module docstring).
-    The bundle is checked first (``pipeline.bundle_sharing.trust.require_safe_bundle``: configs outside the
+    The bundle is checked first (``pipeline.bundle_trust.trust.require_safe_bundle``: configs outside the
     allow-list are refused before anything is instantiated, unless ``trust_bundle``).
     ``speed_options`` set the :class:`SegmentationModel` speed fields (``fast_slices``, ``slice_batch_size``,
     ``skip_empty_slices``, ``empty_slice_threshold``, ``channels_last``, ``bf16``); ``slice_batch_size``
@@ -270,7 +270,7 @@ def load_segmentation_model(
     config_file = bundle / INFERENCE_CONFIG
     if not config_file.is_file():
         raise FileNotFoundError(f"bundle config {config_file} does not exist")
-    from pipeline.bundle_sharing.trust import activate_bundle_code, require_safe_bundle
+    from pipeline.bundle_trust.trust import activate_bundle_code, require_safe_bundle
 
     require_safe_bundle(bundle, trust=trust_bundle)
     activate_bundle_code(bundle)  # its scripts/ importable, as for monai.bundle run in the bundle folder

@@ -122,14 +122,14 @@ def export_bundle_onnx(bundle_dir: str | os.PathLike, names: Iterable[str] | Non
                        out_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """Export ``models/model_<name>.pt`` of a segmentation bundle (all, or ``names``) to ``model_<name>.onnx``
     in ``out_dir`` (default: the bundle's ``models/``). Returns ``{name: onnx file}``; raises on failure."""
-    from pipeline.bundle_sharing.trust import use_bundle_code
+    from pipeline.bundle_trust.trust import use_bundle_code
 
     with use_bundle_code(bundle_dir):  # the bundle's carried scripts/ that its network_def names
         return _export_bundle_onnx(Path(bundle_dir), names, out_dir)
 
 
 def _export_bundle_onnx(bundle: Path, names: Iterable[str] | None, out_dir: str | os.PathLike | None) -> dict[str, Path]:
-    from pipeline.bundle_sharing.bundle_models import inference_config_for, load_pytorch_model
+    from pipeline.inference.bundle_models import inference_config_for, load_pytorch_model
 
     models = bundle / "models"
     wanted = None if names is None else set(names)

@@ -1,7 +1,7 @@
 """A trained H3K27M status bundle, ready to predict patients: network, slice size, temperature and threshold.
 
 :func:`load_status_model` reads the bundle's own ``configs/inference.json`` with MONAI's ``ConfigParser``,
-after the same allow-list check as ``dmg segment`` (:func:`pipeline.bundle_sharing.trust.require_safe_bundle`:
+after the same allow-list check as ``dmg segment`` (:func:`pipeline.bundle_trust.trust.require_safe_bundle`:
 nothing is instantiated from a config that would run code, unless ``trust_bundle``). It uses these top-level
 keys: ``network_def``, ``model_file``, ``spatial_size``, ``sequence``, and when present ``temperature``
 (default 1.0), ``threshold`` (0.5), ``sw_batch_size`` (16) and ``min_tumour_pixels`` (20).
@@ -108,7 +108,7 @@ def load_status_model(
     ``sequence``: the MRI sequence to read (default: the bundle's ``sequence``); ``overrides`` set config ids
     as ``monai.bundle run --key value`` would. The bundle is checked first and refused (one line naming the
     file, key and expression) when a config holds code outside the allow-list, unless ``trust_bundle``."""
-    from pipeline.bundle_sharing.trust import activate_bundle_code, require_safe_bundle
+    from pipeline.bundle_trust.trust import activate_bundle_code, require_safe_bundle
 
     bundle = Path(bundle_dir)
     if not bundle.is_dir():
