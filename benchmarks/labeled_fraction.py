@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from transforms.atomic_writer import atomic_write_bytes, atomic_write_text
+from transforms.vocabulary import prediction_file_name
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
 SEMI = {"disc_input": "hard", "k": 0.01, "unlabeled_weight": 0.1, "lambda_semi": 0.1, "t_semi": 0.2}
@@ -111,11 +112,12 @@ def preprocessed_cohort(source: Path, dest: Path, sequence: str, spatial_size: i
     items = cohort_datalist(source, sequence, require_label=True)
     for item, volume in zip(items, preprocessed_volumes(items, spatial_size)):
         pid = item["patient_id"]
-        for key, name in (("image", f"images/{pid}_{sequence}.nii.gz"), ("label", f"images/{pid}_{sequence}_seg.nii.gz")):
+        label_name = f"images/{prediction_file_name(pid, sequence)}"
+        for key, name in (("image", f"images/{pid}_{sequence}.nii.gz"), ("label", label_name)):
             data = volume[key][0].numpy().astype(np.float32 if key == "image" else np.uint8)
             nib.save(nib.Nifti1Image(data, volume[key].affine.numpy()), str(dest / name))
         rows.append({"patient_id": pid, "center": item["center"], sequence: f"images/{pid}_{sequence}.nii.gz",
-                     f"label_{sequence}": f"images/{pid}_{sequence}_seg.nii.gz", "h3k27m": item["h3k27m"]})
+                     f"label_{sequence}": label_name, "h3k27m": item["h3k27m"]})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["patient_id", "center", "t1c", "t2", "flair", "label_t1c", "label_t2",
                                                 "label_flair", "h3k27m"], restval="")

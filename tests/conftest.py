@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
+from transforms.vocabulary import prediction_file_name
+
 TINY_SHAPE = (40, 36, 8)
 
 
@@ -35,8 +37,8 @@ def write_tiny_cohort(root: Path, n_patients: int = 6, seed: int = 0, unlabeled:
         nib.save(nib.Nifti1Image(image, affine), str(root / "images" / f"{pid}_t2.nii.gz"))
         row = {"patient_id": pid, "center": center, "t2": f"images/{pid}_t2.nii.gz", "h3k27m": i % 2}
         if i < n_patients:
-            nib.save(nib.Nifti1Image(blob.astype(np.uint8), affine), str(root / "labels" / f"{pid}_t2_seg.nii.gz"))
-            row["label_t2"] = f"labels/{pid}_t2_seg.nii.gz"
+            nib.save(nib.Nifti1Image(blob.astype(np.uint8), affine), str(root / "labels" / prediction_file_name(pid, "t2")))
+            row["label_t2"] = f"labels/{prediction_file_name(pid, 't2')}"
         rows.append(row)
     manifest = root / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
