@@ -38,6 +38,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_demo_segments_evaluates_and_reports_every_sequence(tiny_bundle, tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--patients", "1", "--bundle", str(tiny_bundle), "--workers", "1",

@@ -22,7 +22,7 @@ from tests.tiny_generator import TINY_FEATURES as FEATURES
 from tests.tiny_generator import tiny_generator
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # each test starts torchrun
 
 
 @pytest.fixture(scope="module")

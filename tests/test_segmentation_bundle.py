@@ -116,6 +116,7 @@ def test_verify_and_torchscript_export_give_the_same_masks(trained: Path, tiny_c
     assert torch.equal(a > 0, b > 0)
 
 
+@pytest.mark.slow
 def test_torchrun_two_process_gloo_epoch(tiny_cohort: Path, tmp_path: Path):
     overrides = [f"--{k} {v!s}".replace(" ", "=", 1) if not isinstance(v, list) else f"--{k}={v}".replace(" ", "")
                  for k, v in {**TRAIN, "num_epochs": 1}.items()]
