@@ -5,12 +5,11 @@ metric with its CI everywhere):
 
 * :func:`patient_probabilities`: slice probabilities → one probability per patient.
 * :func:`roc_auc`: AUROC (the probability that a random altered patient scores above a random
-  wild-type one, ties counting one half; MONAI's ``compute_roc_auc``, equal to scikit-learn's
-  ``roc_auc_score``), NaN with one class.
+  wild-type one, ties counting one half; scikit-learn's ``roc_curve`` and ``auc``, i.e. what its
+  ``roc_auc_score`` computes for binary labels), NaN with one class.
 * :func:`average_precision`: AUPRC as average precision, ``sum_n (R_n - R_{n-1}) P_n`` over the
   distinct score thresholds in decreasing order (``R_0 = 0``; tied scores form one threshold; no
-  interpolation; MONAI's ``compute_average_precision``, equal to scikit-learn's
-  ``average_precision_score``), NaN without an altered patient.
+  interpolation; scikit-learn's ``average_precision_score``), NaN without an altered patient.
 * accuracy, sensitivity (recall of altered = class 1), specificity (recall of wild-type) of
   the prediction ``probability >= threshold`` (0.5 by default), by MONAI's
   ``compute_confusion_matrix_metric`` of the patient counts.
@@ -37,7 +36,7 @@ import torch
 from monai.metrics import compute_confusion_matrix_metric
 
 from evaluation.bootstrap import percentile_ci
-from evaluation.metric_table import CLASSIFICATION_TABLE, Metric, auprc, auroc, names
+from evaluation.metric_table import CLASSIFICATION_TABLE, Metric, auprc, auroc, names, validated_input
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -89,8 +88,9 @@ def _table_values(y: np.ndarray, p: np.ndarray, threshold: float,
     confusion = torch.from_numpy(np.stack(counts, -1).reshape(-1, 4).astype(np.float64))
     n_rows = int(np.prod(y.shape[:-1]))  # 1 for one set of patients, the resamples for the bootstrap
     rows_y, rows_p = y.reshape(n_rows, y.shape[-1]), p.reshape(n_rows, p.shape[-1])
-    values = [compute_confusion_matrix_metric(m.compute, confusion).numpy() if m.kind == "threshold"
-              else np.array([m.compute(a, b) for a, b in zip(rows_y, rows_p)], dtype=np.float64) for m in table]
+    with validated_input():  # y and p were checked by _as_arrays: scikit-learn need not check each resample
+        values = [compute_confusion_matrix_metric(m.compute, confusion).numpy() if m.kind == "threshold"
+                  else np.array([m.compute(a, b) for a, b in zip(rows_y, rows_p)], dtype=np.float64) for m in table]
     return np.stack(values).reshape(len(table), *y.shape[:-1])
 
 

@@ -90,3 +90,32 @@ def test_several_values_per_resample():
     alone = percentile_ci((x,), _mean, resamples=300, seed=5)
     assert both.low.shape == (2,) and both.low[0] == alone.low[0] and both.high[0] == alone.high[0]
     assert both.high[1] == pytest.approx(x.max())
+
+
+def test_classification_draws_are_scikit_learn_ranking_metrics_without_its_per_call_checks(monkeypatch):
+    import sklearn
+    from sklearn.metrics import roc_auc_score
+
+    from evaluation import metric_table
+    from evaluation.classification import classification_metrics
+
+    calls = {"roc_curve": [], "average_precision_score": []}
+
+    def recording(name):
+        original = getattr(metric_table, name)
+
+        def wrapper(labels, scores):
+            calls[name].append((labels.copy(), sklearn.get_config()["skip_parameter_validation"]))
+            return original(labels, scores)
+        return wrapper
+
+    for name in calls:
+        monkeypatch.setattr(metric_table, name, recording(name))
+    rng = np.random.default_rng(1)
+    y = np.array([0, 1] * 10)
+    p = np.round(0.3 * y + 0.7 * rng.random(20), 1)
+    res = classification_metrics(y, p, resamples=40, seed=3)
+    assert res.values["auroc"] == pytest.approx(roc_auc_score(y, p), abs=1e-15)
+    for name, made in calls.items():  # point estimate, percentile_ci's look at the statistic, each two-class draw
+        assert len(made) == 2 + 40 - res.resamples_skipped, name
+        assert all(skipped for _, skipped in made) and not sklearn.get_config()["skip_parameter_validation"]

@@ -445,10 +445,10 @@ def _definitions(threshold: float, resamples: int, confidence: float, seed: int,
 <li><b>Threshold</b>: a patient is predicted altered when its probability &ge; {threshold:g}.
 <b>Accuracy</b> (TP+TN)/N, <b>sensitivity</b> TP/(TP+FN) (altered found), <b>specificity</b> TN/(TN+FP)
 (wild-type found).</li>
-<li><b>AUROC</b>: Mann-Whitney U / (n<sub>alt</sub>&middot;n<sub>wt</sub>), ties count one half (MONAI
-<code>compute_roc_auc</code> = scikit-learn <code>roc_auc_score</code>). <b>AUPRC</b>: average precision
+<li><b>AUROC</b>: Mann-Whitney U / (n<sub>alt</sub>&middot;n<sub>wt</sub>), ties count one half (scikit-learn
+<code>roc_curve</code> and <code>auc</code>, i.e. <code>roc_auc_score</code>). <b>AUPRC</b>: average precision
 &Sigma;(R<sub>n</sub>&minus;R<sub>n&minus;1</sub>) P<sub>n</sub> over distinct thresholds, no interpolation
-(MONAI <code>compute_average_precision</code> = scikit-learn <code>average_precision_score</code>); a random ranking
+(scikit-learn <code>average_precision_score</code>); a random ranking
 scores the prevalence. Threshold-free, so they ignore calibration.</li>
 <li><b>{confidence:.0%} CI</b>: percentile bootstrap over patients (<code>scipy.stats.bootstrap</code>): {resamples}
 draws of the patients with replacement (<code>numpy.random.default_rng({seed})</code>), all metrics recomputed
