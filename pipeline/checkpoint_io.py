@@ -8,8 +8,10 @@ internals. It needs the standard library and PyTorch only.
 * :func:`model_file_kind`: ``"onnx"`` (by suffix), ``"torchscript"`` (a zip holding ``code/`` or
   ``constants.pkl``, whatever its suffix) or ``"pytorch"`` (anything else: a state dict);
 * :func:`sha256_file`: the SHA-256 of a file (checksum manifests, ONNX staleness, the segmentation record);
-* :func:`load_state_dict`: ``torch.load(weights_only=True)`` and :func:`unwrap_state_dict`, a bare state dict
-  or the generator of a training checkpoint, with a ``ValueError`` that names the file.
+* :func:`read_checkpoint`: the one reader of a weights file, ``torch.load(weights_only=True)`` with a
+  ``ValueError`` that names the file (used by inference, bundle packing and the training handlers);
+* :func:`load_state_dict`: :func:`read_checkpoint` then :func:`unwrap_state_dict`, a bare state dict or the
+  generator of a training checkpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Literal
 import torch
 
 __all__ = ["CHECKPOINT_NETWORK_KEYS", "INFERENCE_CONFIG", "ModelKind", "is_torchscript_file", "load_state_dict",
+           "read_checkpoint",
            "model_file_kind", "sha256_file", "unwrap_state_dict"]
 
 INFERENCE_CONFIG = Path("configs") / "inference.json"
@@ -74,14 +77,20 @@ def unwrap_state_dict(checkpoint: Any, path: str | os.PathLike) -> Mapping[str, 
                      "nor a TorchScript model")
 
 
-def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Mapping[str, torch.Tensor]:
-    """The state dict in ``path`` (``torch.load(weights_only=True)``, then :func:`unwrap_state_dict`);
-    ``ValueError`` naming the file when it does not load."""
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Any:
+    """What ``torch.load(path, weights_only=True)`` gives (a state dict, a training checkpoint's dict of state
+    dicts, ...): tensors and containers only, never code to unpickle. Any failure (a missing or truncated file,
+    a pickle that ``weights_only`` refuses) as a ``ValueError`` that names the file."""
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise ValueError(f"{path}: cannot load the weights ({type(exc).__name__}: {_first_line(exc)})") from exc
-    return unwrap_state_dict(checkpoint, path)
+
+
+def load_state_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Mapping[str, torch.Tensor]:
+    """The state dict in ``path`` (:func:`read_checkpoint`, then :func:`unwrap_state_dict`); ``ValueError`` naming
+    the file when it does not load."""
+    return unwrap_state_dict(read_checkpoint(path, map_location), path)
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

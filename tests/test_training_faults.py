@@ -105,7 +105,7 @@ def test_resume_falls_back_past_a_truncated_checkpoint_and_names_it(tmp_path: Pa
     newest.write_bytes(newest.read_bytes()[:200])  # truncated by a crash of the file system, say
     with caplog.at_level(logging.WARNING):
         engine, _ = _run(tmp_path, epochs=5)
-    assert "checkpoint_epoch=4.pt" in caplog.text and "not a readable weights file" in caplog.text
+    assert "checkpoint_epoch=4.pt" in caplog.text and "cannot load the weights" in caplog.text
     assert engine.state.epoch == 5 and engine.state.iteration == 15  # resumed at epoch 3, ran 4 and 5
     # the corrupt epoch-4 file was replaced by the rerun's own epoch 4, and only the newest is kept
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["checkpoint_epoch=4.pt", "checkpoint_epoch=5.pt"] \
@@ -182,7 +182,7 @@ def test_missing_or_mismatched_pretrained_weights_are_one_line(tmp_path: Path):
     with pytest.raises(TrainingRunError, match=r"other\.pt do not fit the network"):
         load_weights(net, tmp_path / "other.pt")
     (tmp_path / "pickle.pt").write_bytes(b"\x80\x04K\x01.")
-    with pytest.raises(TrainingRunError, match=r"pickle\.pt is not a readable weights file") as info:
+    with pytest.raises(TrainingRunError, match=r"pickle\.pt: cannot load the weights") as info:
         load_weights(net, tmp_path / "pickle.pt")
     assert "weights_only=False" not in str(info.value)
 

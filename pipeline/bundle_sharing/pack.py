@@ -38,7 +38,7 @@ from pipeline.bundle_sharing.layout import (
 from pipeline.bundle_sharing.metadata_checks import check_metadata
 from pipeline.bundle_sharing.signing import key_id, sign_checksums
 from pipeline.bundle_trust.trust import bundle_code_problems, use_bundle_code
-from pipeline.checkpoint_io import model_file_kind, sha256_file
+from pipeline.checkpoint_io import model_file_kind, read_checkpoint, sha256_file
 from pipeline.inference.bundle_models import export_torchscript as script_and_save
 from pipeline.inference.bundle_models import metadata_of
 
@@ -92,8 +92,6 @@ def check_weights_only(bundle: Path, files: list[str]) -> None:
     """Refuse (``ValueError`` naming the file) any ``models/*.pt``/``*.pth`` that is not a TorchScript archive
     and does not load with ``torch.load(weights_only=True)``: a recipient would have to unpickle it, which can
     run code."""
-    import torch
-
     for rel in files:
         if not (rel.startswith("models/") and rel.endswith((".pt", ".pth"))):
             continue
@@ -101,9 +99,9 @@ def check_weights_only(bundle: Path, files: list[str]) -> None:
         if model_file_kind(path) == "torchscript":
             continue
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            first = " ".join(str(exc).split())[:200]
+            read_checkpoint(path)
+        except ValueError as exc:
+            first = " ".join(str(exc.__cause__ or exc).split())[:200]
             raise ValueError(f"{path}: refusing to pack weights that do not load with torch.load(weights_only=True) "
                              f"(a recipient would have to unpickle them, which can run code): {first}") from None
 

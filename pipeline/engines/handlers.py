@@ -21,6 +21,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
 from evaluation.atomic_io import atomic_write_bytes
+from pipeline.checkpoint_io import read_checkpoint
 
 TRAINER_KEY = "trainer"
 logger = logging.getLogger(__name__)
@@ -81,19 +82,6 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     line = text[0] if text else ""
     line = line if len(line) <= limit else line[:limit] + "..."
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-
-
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = None) -> dict:
-    """``torch.load(path, weights_only=True)``; any failure as a ``ValueError`` that names the file."""
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # truncated zip, pickle refused by weights_only, ...
-        raise ValueError(f"{path} is not a readable weights file ({_first_line(exc)})") from exc
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a dict of state dicts")
-    return checkpoint
 
 
 def _present(objects: dict) -> dict:
@@ -173,8 +161,12 @@ class ResumeCheckpointLoader:
         for _, path in reversed(_checkpoints(self.folder)):
             try:
                 checkpoint = read_checkpoint(path, self.map_location)
-            except (ValueError, FileNotFoundError) as exc:
+            except ValueError as exc:
                 logger.warning("skipping checkpoint %s", exc)
+                continue
+            if not isinstance(checkpoint, dict):
+                logger.warning("skipping checkpoint %s: it holds a %s, not a dict of state dicts", path,
+                               type(checkpoint).__name__)
                 continue
             missing = sorted(set(self.objects) - set(checkpoint))
             if missing:
@@ -206,6 +198,8 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, map_location
         state = read_checkpoint(path, map_location)
     except ValueError as exc:
         raise TrainingRunError(str(exc)) from None
+    if not isinstance(state, dict):
+        raise TrainingRunError(f"{path} holds a {type(state).__name__}, not a state dict")
     if key is not None and key in state and isinstance(state[key], dict):
         state = state[key]
     try:

@@ -11,6 +11,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from evaluation.atomic_io import atomic_write_bytes
+from pipeline.checkpoint_io import read_checkpoint
 from pipeline.engines.masked_pretraining import load_pretrained_encoder
 from pipeline.inference.status import evaluate_status_model, status_summary
 
@@ -23,7 +24,7 @@ def load_pretrained_encoder_file(net: torch.nn.Module, path: str | os.PathLike):
     dict) into ``net``; read with ``weights_only=True``. Returns the :class:`EncoderTransfer` report."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained encoder file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)
     if any(k.startswith(ENCODER_PREFIX) for k in state):
         state = {k[len(ENCODER_PREFIX):]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
     return load_pretrained_encoder(net, state)
