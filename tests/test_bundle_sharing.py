@@ -281,4 +281,21 @@ def test_metadata_checks():
     failed = {c.name: c.detail for c in check_metadata(bad, installed) if c.status == "FAIL"}
     assert failed["metadata: required keys"] == "missing: name, task"
     assert "pytorch_version='two point thirteen'" in failed["metadata: versions parse"]
-    assert "network_data_format.outputs is missing or empty" in failed["metadata: network_data_format"]
+    assert failed["metadata: network_data_format"] == "network_data_format.outputs: {} should be non-empty"
+    bad["network_data_format"] = {"inputs": {"image": {"num_channels": "one", "spatial_shape": [160, 160]}}}
+    failed = {c.name: c.detail for c in check_metadata(bad, installed) if c.status == "FAIL"}
+    assert failed["metadata: network_data_format"] == ("network_data_format: 'outputs' is a required property; "
+                                                       "network_data_format.inputs.image.num_channels: 'one' is not "
+                                                       "of type 'integer'")
+
+
+def test_verify_says_whether_monai_bundle_run_can_start(monkeypatch):
+    import importlib.util
+
+    from pipeline.bundle_sharing.metadata_checks import bundle_runner_check
+
+    assert bundle_runner_check().status == "PASS"  # fire is a dependency of this package
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fire" else real(name, *a))
+    missing = bundle_runner_check()
+    assert missing.status == "WARN" and "pip install fire" in missing.detail

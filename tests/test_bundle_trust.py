@@ -127,6 +127,17 @@ def test_a_refused_key_in_another_config_file_is_named(tiny_bundle):
     assert problem.startswith("configs/evaluate.json: output_dir: \"$open('/tmp/x', 'w')\"")
 
 
+
+def test_a_yaml_config_is_parsed_with_yaml_and_checked_like_json(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "extra.yaml").write_text("threshold: 0.5\nsizes: [1, 2]\noutput_dir: \"$open('/tmp/x', 'w')\"\n")
+    (configs / "plain.yml").write_text("device: \"$torch.device('cpu')\"\n")
+    (problem,) = check_config_files(configs)
+    assert problem.file == "configs/extra.yaml" and problem.key == "output_dir"
+    (configs / "broken.yaml").write_text("a: [1, 2\n")
+    assert [p.file for p in check_config_files(configs)] == ["configs/broken.yaml", "configs/extra.yaml"]
+
 def test_logging_conf_that_evals_is_refused(tiny_bundle):
     conf = tiny_bundle / "configs" / "logging.conf"
     conf.write_text(conf.read_text().replace("class=StreamHandler", "class=__import__('os').system('x')"))

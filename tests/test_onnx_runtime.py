@@ -150,3 +150,14 @@ def test_bundle_verify_checks_onnx_against_pytorch(onnx_bundle: Path, tiny_cohor
     assert status == "FAIL" and "exported from other weights" in detail, detail
     (bundle / "models" / "model_t2.onnx").unlink()
     assert _onnx_rows(bundle)["model t2: ONNX"][0] == "NOTE"
+
+
+def test_export_without_onnxscript_says_what_to_install(tmp_path: Path, monkeypatch):
+    import sys
+
+    from pipeline.inference.onnx_export import export_onnx
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    with pytest.raises(RuntimeError, match="ONNX export needs onnxscript .*pip install onnxscript"):
+        export_onnx(torch.nn.Conv2d(1, 1, 1), tmp_path / "m.onnx", 16)
+    assert not (tmp_path / "m.onnx").exists()

@@ -1,26 +1,42 @@
 """Checks of a bundle's ``configs/metadata.json`` that need no network access.
 
-``monai.bundle.verify_metadata`` downloads the JSON schema named in the metadata; a hospital machine
-often cannot. These checks cover what a recipient relies on: the required keys, a
-``network_data_format`` with inputs and outputs that :mod:`.model_checks` can read, versions that
-parse, and MONAI / PyTorch versions that match the installed ones (major.minor; a mismatch is a WARN).
+``monai.bundle.verify_metadata`` downloads the JSON schema named in the metadata and validates with
+``jsonschema``; a hospital machine often cannot download. These checks cover what a recipient relies on:
+the required keys, a ``network_data_format`` with inputs and outputs that :mod:`.model_checks` can read
+(validated with ``jsonschema`` against :data:`NETWORK_DATA_FORMAT_SCHEMA`, the part of the Model Zoo
+schema they need, plus dtypes PyTorch knows), versions that parse, and MONAI / PyTorch versions that match
+the installed ones (major.minor; a mismatch is a WARN). :func:`bundle_runner_check` says whether
+``python -m monai.bundle run`` can start here (it needs ``fire``, which MONAI does not install).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
+import jsonschema
 import monai
 import torch
 from packaging.version import InvalidVersion, Version
 
 from pipeline.bundle_sharing.report import Check
 
-__all__ = ["REQUIRED_KEYS", "check_metadata", "torch_dtype"]
+__all__ = ["NETWORK_DATA_FORMAT_SCHEMA", "REQUIRED_KEYS", "bundle_runner_check", "check_metadata", "torch_dtype"]
 
 REQUIRED_KEYS = ("version", "monai_version", "pytorch_version", "name", "task", "network_data_format")
 VERSION_KEYS = ("version", "monai_version", "pytorch_version")
+
+_TENSOR_SCHEMA = {"type": "object", "required": ["num_channels", "spatial_shape"],
+                  "properties": {"num_channels": {"type": "integer"}, "spatial_shape": {"type": "array"},
+                                 "dtype": {"type": "string"}}}
+NETWORK_DATA_FORMAT_SCHEMA = {
+    "type": "object",
+    "required": ["inputs", "outputs"],
+    "properties": {side: {"type": "object", "minProperties": 1, "additionalProperties": _TENSOR_SCHEMA}
+                   for side in ("inputs", "outputs")},
+}
+"""JSON schema of ``network_data_format``: what :class:`.model_checks.IOSpec` reads of each input and output."""
 
 
 def torch_dtype(name: Any) -> torch.dtype:
@@ -32,28 +48,28 @@ def torch_dtype(name: Any) -> torch.dtype:
 
 
 def _io_problems(fmt: Any) -> list[str]:
-    if not isinstance(fmt, Mapping):
-        return ["network_data_format is not an object"]
-    problems = []
+    """``network_data_format`` against :data:`NETWORK_DATA_FORMAT_SCHEMA` (``jsonschema``), then each dtype."""
+    validator = jsonschema.Draft202012Validator(NETWORK_DATA_FORMAT_SCHEMA)
+    problems = [f"{'.'.join(['network_data_format', *map(str, error.absolute_path)])}: {error.message}"
+                for error in sorted(validator.iter_errors(fmt), key=lambda e: list(map(str, e.absolute_path)))]
+    if problems:
+        return problems
     for side in ("inputs", "outputs"):
-        entries = fmt.get(side)
-        if not isinstance(entries, Mapping) or not entries:
-            problems.append(f"network_data_format.{side} is missing or empty")
-            continue
-        for key, spec in entries.items():
-            where = f"network_data_format.{side}.{key}"
-            if not isinstance(spec, Mapping):
-                problems.append(f"{where} is not an object")
-                continue
-            if not isinstance(spec.get("num_channels"), int):
-                problems.append(f"{where}.num_channels is missing or not an integer")
-            if not isinstance(spec.get("spatial_shape"), list):
-                problems.append(f"{where}.spatial_shape is missing or not a list")
+        for key, spec in fmt[side].items():
             try:
                 torch_dtype(spec.get("dtype", "float32"))
             except ValueError as exc:
-                problems.append(f"{where}.dtype: {exc}")
+                problems.append(f"network_data_format.{side}.{key}.dtype: {exc}")
     return problems
+
+
+def bundle_runner_check() -> Check:
+    """Whether ``python -m monai.bundle run`` can start here: MONAI's command line is built on ``fire``, an
+    optional MONAI dependency that ``pip install monai`` does not bring (the bundles pin it in their metadata)."""
+    if importlib.util.find_spec("fire") is None:
+        return Check("monai.bundle run", "WARN", "fire is not installed: python -m monai.bundle run stops at "
+                                                 "'import fire' (pip install fire)")
+    return Check("monai.bundle run", "PASS", "fire installed (python -m monai.bundle needs it)")
 
 
 def _major_minor(text: str) -> tuple[int, int]:

@@ -10,7 +10,8 @@ Checks, in order (each a row of the :class:`~pipeline.bundle_sharing.report.Veri
    ``signature``: ``checksums.sha256.sig`` against ``--trusted-key`` public keys (:mod:`.signing`);
    ``configs``: the config allow-list, ``logging.conf`` and carried code (:mod:`pipeline.bundle_trust.trust`;
    parsed, never evaluated): on a FAIL nothing below runs, since building ``network_def`` would run the configs;
-3. ``metadata: ...``: :func:`.metadata_checks.check_metadata`;
+3. ``metadata: ...``: :func:`.metadata_checks.check_metadata`; ``monai.bundle run``: whether ``fire`` (which
+   MONAI's bundle command line needs) is installed, :func:`.metadata_checks.bundle_runner_check`;
 4. per ``models/model_<name>.pt``: ``network_def`` of ``inference.json`` for that name loads the weights
    (``weights_only=True``, strict) and passes the ``verify_net_in_out`` check (``n`` for ``"16*n"`` shapes);
 5. per TorchScript model: it loads with ``torch.jit.load`` alone, passes the same check, and agrees with the
@@ -32,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pipeline.bundle_sharing.archive import ArchiveLimits, safe_extract
 from pipeline.bundle_sharing.checksums import compare_checksums, parse_checksums
 from pipeline.bundle_sharing.layout import CHECKSUMS_FILE, MANIFEST_FILE, bundle_files, find_models
-from pipeline.bundle_sharing.metadata_checks import check_metadata
+from pipeline.bundle_sharing.metadata_checks import bundle_runner_check, check_metadata
 from pipeline.bundle_sharing.model_checks import IOSpec, check_in_out, compare_outputs
 from pipeline.bundle_sharing.onnx_check import check_onnx_models
 from pipeline.bundle_sharing.report import VerifyReport
@@ -158,6 +159,7 @@ def _verify_contents(root: Path, report: VerifyReport, n: int, compare_n: int, a
         return
     _verify_manifest(root, meta, report)
     report.extend(check_metadata(meta))
+    report.extend([bundle_runner_check()])
     try:
         spec = IOSpec.from_metadata(meta)
     except (KeyError, TypeError, ValueError, StopIteration, AttributeError) as exc:

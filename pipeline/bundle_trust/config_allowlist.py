@@ -24,6 +24,7 @@ Each refusal names the file, the config id and the expression.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from pipeline.bundle_trust.carried_code import CARRIED_PACKAGES
 
@@ -383,10 +386,10 @@ def check_config_value(config: Any, file: str, imports: dict[str, str] | None = 
 
 
 def _load(path: Path) -> Any:
-    """Parse a config file as data (JSON, or YAML with ``safe_load``), as MONAI's ``load_config_file`` would."""
-    from monai.bundle import ConfigParser
-
-    return ConfigParser.load_config_file(str(path))
+    """Parse a config file as data: ``.yaml``/``.yml`` with ``yaml.safe_load``, anything else as JSON (what
+    MONAI's ``ConfigParser.load_config_file`` does for each suffix)."""
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) if path.suffix in (".yaml", ".yml") else json.load(f)
 
 
 def check_config_files(configs_dir: str | os.PathLike, relative_to: str | os.PathLike | None = None

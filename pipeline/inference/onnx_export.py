@@ -55,6 +55,12 @@ def export_onnx(network: torch.nn.Module, out: str | os.PathLike, spatial_size: 
     """Export a 2D ``network`` (``(B, in_channels, H, W)`` -> logits) to ``out`` with a dynamic batch axis."""
     import onnx
 
+    try:  # the torch.export-based exporter (dynamo=True) writes the graph with onnxscript
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError("ONNX export needs onnxscript (torch.onnx.export builds the graph with it): "
+                           "pip install onnxscript") from exc
+
     h, w = (spatial_size, spatial_size) if isinstance(spatial_size, int) else spatial_size
     example = torch.zeros(2, in_channels, int(h), int(w))  # batch 2: a batch of 1 would be specialised away
     network = network.eval()
