@@ -12,54 +12,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
-import SimpleITK as sitk
 
-from evaluation.image_io import ImageReadError, kept_locale, load_image, read_dicom_series
+from evaluation.image_io import ImageReadError, load_image, read_dicom_series
 from pipeline.data.cohort import load_cohort
+from tests.helpers import dicom_cohort, write_dicom_series
 
 pydicom = pytest.importorskip("pydicom")
 MR_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small.dcm"
-
-
-def write_dicom_series(nifti: nib.Nifti1Image, folder: Path, series_uid: str = "1.2.826.0.1.3680043.2.1125.1",
-                       reverse_names: bool = True) -> Path:
-    """One DICOM file per axial slice of ``nifti`` (int16), written with SimpleITK/GDCM.
-
-    The file names run against the slice order when ``reverse_names``, so a reader that sorts by
-    name instead of by position gets the volume upside down.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    data = np.asanyarray(nifti.dataobj).astype(np.int16)
-    image = sitk.GetImageFromArray(data.transpose(2, 1, 0))  # (x, y, z) -> sitk's (z, y, x)
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ nifti.affine
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    image.SetSpacing(spacing.tolist())
-    image.SetDirection((lps[:3, :3] / spacing).flatten().tolist())
-    image.SetOrigin(lps[:3, 3].tolist())
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    with kept_locale():  # GDCM's writer sets LC_CTYPE to "C"
-        _write_slices(image, writer, folder, series_uid, spacing, reverse_names)
-    return folder
-
-
-def _write_slices(image, writer, folder: Path, series_uid: str, spacing: np.ndarray, reverse_names: bool) -> None:
-    direction, n = image.GetDirection(), image.GetDepth()
-    for k in range(n):
-        slice_k = image[:, :, k]
-        for tag, value in {
-            "0008|0060": "MR", "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0010|0020": "SYNTH",
-            "0020|000d": series_uid + ".0", "0020|000e": series_uid, "0020|0013": str(k + 1),
-            "0020|0037": "\\".join(f"{v:.10g}" for v in (direction[0], direction[3], direction[6],
-                                                         direction[1], direction[4], direction[7])),
-            "0020|0032": "\\".join(f"{v:.10g}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
-            "0018|0050": f"{spacing[2]:.10g}", "0008|0018": f"{series_uid}.{k + 1}",
-        }.items():
-            slice_k.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice_{(n - 1 - k) if reverse_names else k:03d}.dcm"))
-        writer.Execute(slice_k)
 
 
 def _oblique(affine: np.ndarray, degrees: float) -> np.ndarray:
@@ -136,16 +96,3 @@ def test_a_datalist_entry_may_name_a_series_folder(tmp_path: Path, tiny_cohort: 
     cohort = load_cohort(datalist, strict=True)
     (item,) = cohort.datalist("t2")
     assert item["patient_id"] == "tiny_00" and Path(item["image"]).is_dir()
-
-
-def dicom_cohort(tiny_cohort: Path, root: Path, patients: tuple[str, ...] = ("tiny_00", "tiny_01")) -> Path:
-    """A copy of the tiny cohort whose ``patients`` have their T2 as a DICOM series folder (labels stay NIfTI)."""
-    shutil.copytree(tiny_cohort.parent, root / "cohort")
-    manifest = root / "cohort" / tiny_cohort.name
-    table = pd.read_csv(manifest)
-    for pid in patients:
-        image = nib.load(root / "cohort" / "images" / f"{pid}_t2.nii.gz")
-        write_dicom_series(image, root / "cohort" / "dicom" / pid)
-        table.loc[table.patient_id == pid, "t2"] = f"dicom/{pid}"
-    table.to_csv(manifest, index=False)
-    return manifest

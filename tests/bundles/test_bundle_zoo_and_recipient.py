@@ -20,7 +20,7 @@ from pipeline.bundle_trust.trust import use_bundle_code
 from pipeline.cli import main
 from transforms import build_transforms
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
 H3_BUNDLE = REPO / "bundles" / "h3k27m_classification"
 ZOO_CHECK = REPO.parent / "shared" / "model-zoo-check" / "check_bundle.py"

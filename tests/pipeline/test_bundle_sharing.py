@@ -30,9 +30,9 @@ from pipeline.bundle_sharing import (
 from pipeline.cli import main
 from pipeline.inference import load_segmentation_model
 from pipeline.networks import MSCGenerator, build_generator
-from tests.conftest import copy_bundle
+from tests.helpers import copy_bundle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
 H3_BUNDLE = REPO / "bundles" / "h3k27m_classification"
 FEATURES = [4, 8, 16]

@@ -23,7 +23,7 @@ from pipeline.engines.adversarial_parts import (
 )
 from pipeline.engines.run_folders import run_folder
 
-CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "dmg_mscg_segmentation" / "configs"
 TINY = {"features": [4, 8, 16], "disc_channels": [4, 8, 8, 16], "spatial_size": 32}
 
 

@@ -14,7 +14,7 @@ from pipeline.inference import load_segmentation_model
 from pipeline.networks import build_generator
 from transforms import build_transforms
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "dmg_mscg_segmentation"
 OVERRIDES = {"features": [4, 8, 16], "spatial_size": 32, "sw_batch_size": 8}
 LOGIT_ATOL = 1e-5
 

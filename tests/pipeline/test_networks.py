@@ -17,7 +17,7 @@ from pipeline.networks import (
     build_variant,
     get_variant,
 )
-from tests.conftest import count_modules as count
+from tests.helpers import count_modules as count
 
 TINY = (8, 16, 32, 64, 128)  # depth 4, like the default, at 1/4 width
 TINY_DISC = dict(channels=(8, 16, 32, 64), cbam_reduction=4)

@@ -29,7 +29,7 @@ from evaluation import (
 from evaluation.atomic_io import atomic_write_bytes
 from evaluation.json_values import json_text
 from evaluation.summary import METRICS, summary_records
-from tests.conftest import write_tiny_cohort
+from tests.helpers import write_tiny_cohort
 
 N_PATIENTS = 9
 EXPECTED_FAILURES = {  # patient -> (kind, words the reason must contain)
@@ -359,7 +359,7 @@ def test_dmg_evaluate_cli_end_to_end(setup, tmp_path, capsys):
 
 
 def test_evaluation_package_never_imports_pipeline():
-    package = Path(__file__).resolve().parents[1] / "evaluation"
+    package = Path(__file__).resolve().parents[2] / "evaluation"
     offenders = [p.name for p in package.rglob("*.py")
                  if re.search(r"^\s*(from|import)\s+pipeline\b", p.read_text(), re.MULTILINE)]
     assert offenders == []

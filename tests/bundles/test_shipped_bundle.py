@@ -15,7 +15,7 @@ from pipeline.bundle_sharing.layout import find_models
 from pipeline.data.cohort import SEQUENCES
 from pipeline.inference import load_segmentation_model
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "dmg_mscg_segmentation"
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -60,7 +60,7 @@ def test_one_weights_reader_the_training_handlers_and_packing_use_it_too(tmp_pat
     from pipeline.engines import handlers
 
     assert handlers.read_checkpoint is read_checkpoint
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     callers = set()
     for path in sorted((repo / "pipeline").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):

@@ -16,7 +16,7 @@ import torch
 from monai.bundle import ckpt_export, verify_net_in_out
 from monai.bundle import run as run_bundle
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "dmg_mscg_segmentation"
 CONFIGS = BUNDLE / "configs"
 TINY = {"features": [4, 8, 16], "disc_channels": [4, 8, 8, 16], "spatial_size": 32, "num_workers": 0,
         "sw_batch_size": 8}

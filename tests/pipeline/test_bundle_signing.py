@@ -14,9 +14,9 @@ from pipeline.bundle_sharing import verify_bundle
 from pipeline.bundle_sharing.signing import generate_keypair, load_public_key
 from pipeline.cli import main
 from pipeline.networks import build_generator
-from tests.conftest import copy_bundle
+from tests.helpers import copy_bundle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
 FEATURES = [4, 8, 16]
 

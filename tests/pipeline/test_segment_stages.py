@@ -14,11 +14,9 @@ import torch
 
 from pipeline.inference import CohortSegmenter, load_segmentation_model
 from pipeline.inference.prefetch import BackgroundWriter, prefetched
-from tests.conftest import copy_bundle
-from tests.tiny_generator import TINY_FEATURES as FEATURES
-from tests.tiny_generator import tiny_generator
+from tests.helpers import TINY_FEATURES as FEATURES, copy_bundle, tiny_generator
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "dmg_mscg_segmentation"
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 

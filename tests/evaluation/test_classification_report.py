@@ -353,7 +353,7 @@ def test_gradient_map_and_overlay_png(single_thread, tmp_path):
 
 
 def test_evaluation_never_imports_pipeline():
-    root = Path(__file__).resolve().parents[1] / "evaluation"
+    root = Path(__file__).resolve().parents[2] / "evaluation"
     offenders = []
     for path in sorted(root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

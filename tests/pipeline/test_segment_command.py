@@ -21,7 +21,7 @@ from pipeline.inference.model import SegmentationModel
 from pipeline.networks import build_generator
 from transforms import build_transforms
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "dmg_mscg_segmentation"
 FEATURES = [4, 8, 16]
 TINY_SET = ["--set", "features=[4,8,16]", "spatial_size=32", "sw_batch_size=8"]
 
@@ -480,7 +480,7 @@ def test_weights_refused_by_weights_only_give_the_cause_without_torchs_advice(bu
     err = capsys.readouterr().err
     assert _error_lines(err) == [err.strip()]
     assert f"{pickled}: cannot load the weights: torch.load(weights_only=True) refused it: " in err
-    assert "Unsupported global: GLOBAL tests.test_segment_command.NotATensor" in err
+    assert "Unsupported global: GLOBAL tests.pipeline.test_segment_command.NotATensor" in err
     assert "`False`" not in err and "trust" not in err and "add_safe_globals" not in err
 
 
@@ -521,7 +521,7 @@ def test_a_symlink_loop_skips_that_patient_only(bundle: Path, tiny_cohort: Path,
 
 def test_dicom_series_inputs_get_nifti_masks_on_the_series_grid_and_evaluate(pytorch_run, bundle: Path,
                                                                             tiny_cohort: Path, tmp_path: Path):
-    from tests.test_dicom_input import dicom_cohort
+    from tests.helpers import dicom_cohort
 
     manifest = dicom_cohort(tiny_cohort, tmp_path, patients=("tiny_00", "tiny_01"))
     out = tmp_path / "pred"

@@ -187,7 +187,7 @@ def test_labeled_fraction_moves_the_other_training_patients_to_unlabeled(tiny_co
 def test_bundle_trains_one_semi_supervised_epoch_on_half_the_labels(tiny_cohort: Path, tmp_path: Path):
     from monai.bundle import run as run_bundle
 
-    configs = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation" / "configs"
+    configs = Path(__file__).resolve().parents[2] / "bundles" / "dmg_mscg_segmentation" / "configs"
     run_bundle(config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"),
                logging_file=str(configs / "logging.conf"), bundle_root=str(tmp_path),
                dataset_dir=str(tiny_cohort.parent), num_epochs=1, features=[4, 8, 16], disc_channels=[4, 8, 8, 16],

@@ -16,12 +16,10 @@ import torch
 from monai.bundle import run as run_bundle
 
 from pipeline.inference.distributed import CohortRanks
-from tests.conftest import copy_bundle
 from pipeline.bundle_trust.trust import use_bundle_code
-from tests.tiny_generator import TINY_FEATURES as FEATURES
-from tests.tiny_generator import tiny_generator
+from tests.helpers import TINY_FEATURES as FEATURES, copy_bundle, tiny_generator
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "dmg_mscg_segmentation"
 pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # each test starts torchrun
 
 
@@ -38,7 +36,7 @@ def _masks(out: Path) -> dict[str, np.ndarray]:
 
 
 def _torchrun(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
 

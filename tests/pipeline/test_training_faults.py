@@ -20,7 +20,7 @@ from pipeline.engines.handlers import (BestModelSaver, FinalModelFallback, Pretr
                                        ResumeCheckpointLoader, TrainingCheckpointSaver, TrainingRunError, as_bool,
                                        latest_checkpoint, load_weights)
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "dmg_mscg_segmentation"
 CONFIGS = BUNDLE / "configs"
 
 

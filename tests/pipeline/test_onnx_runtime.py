@@ -19,11 +19,9 @@ from pipeline.inference import load_segmentation_model  # noqa: E402
 from pipeline.inference.onnx_export import export_bundle_onnx, read_onnx_metadata  # noqa: E402
 from pipeline.inference.onnx_runtime import OnnxNetwork, session_options  # noqa: E402
 from pipeline.networks import build_generator  # noqa: E402
-from tests.conftest import copy_bundle  # noqa: E402
-from tests.tiny_generator import TINY_FEATURES as FEATURES  # noqa: E402
-from tests.tiny_generator import tiny_generator  # noqa: E402
+from tests.helpers import TINY_FEATURES as FEATURES, copy_bundle, tiny_generator  # noqa: E402
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dmg_mscg_segmentation"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "dmg_mscg_segmentation"
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 

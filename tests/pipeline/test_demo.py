@@ -14,9 +14,9 @@ import torch
 from pipeline.cli import main
 from pipeline.data.cohort import SEQUENCES
 from pipeline.networks import build_generator
-from tests.conftest import copy_bundle
+from tests.helpers import copy_bundle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FEATURES = [4, 8, 16]
 
 pytestmark = pytest.mark.usefixtures("single_thread")

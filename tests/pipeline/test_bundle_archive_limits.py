@@ -12,9 +12,9 @@ from pipeline.bundle_sharing import pack_bundle, unpack_bundle, verify_bundle
 from pipeline.bundle_sharing.archive import ArchiveLimitError, ArchiveLimits, safe_extract
 from pipeline.cli import main
 from pipeline.networks import build_generator
-from tests.conftest import copy_bundle
+from tests.helpers import copy_bundle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
 
 
