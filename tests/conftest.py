@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import TINY_SHAPE, copy_bundle, count_modules, write_tiny_cohort  # noqa: F401  # TEMPORARY: for the test files that still import them from here
+from tests.helpers import write_tiny_cohort
 
 
 @pytest.fixture(scope="session")

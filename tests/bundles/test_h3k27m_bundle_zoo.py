@@ -18,9 +18,9 @@ import torch
 
 from pipeline.cli import main
 from pipeline.networks import build_h3k27m_export_net, build_h3k27m_net
-from tests.conftest import copy_bundle
+from tests.helpers import copy_bundle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 H3_BUNDLE = REPO / "bundles" / "h3k27m_classification"
 SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
 ZOO_CHECK = REPO.parent / "shared" / "model-zoo-check" / "check_bundle.py"

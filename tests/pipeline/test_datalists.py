@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.datalists import cohort_datalist, segmentation_datalists
-from tests.conftest import TINY_SHAPE, write_tiny_cohort
+from tests.helpers import TINY_SHAPE, write_tiny_cohort
 
 
 def _brats(root: Path, n: int = 2) -> Path:

@@ -45,7 +45,7 @@ from pipeline.networks import (
     build_h3k27m_net,
     get_h3k27m_config,
 )
-from tests.conftest import count_modules as count
+from tests.helpers import count_modules as count
 
 W = 8  # tiny base width: channels 8, 16, 32
 SIZE = 64

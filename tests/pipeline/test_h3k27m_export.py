@@ -15,7 +15,7 @@ from monai.bundle import ckpt_export, onnx_export, verify_net_in_out
 from pipeline.inference.status import predict_patient_status
 from pipeline.networks import H3K27MNet, build_h3k27m_export_net, build_h3k27m_net, split_status_mask
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "h3k27m_classification"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "h3k27m_classification"
 TINY = {"base_width": 8, "img_size": 64}
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from monai.bundle import run as run_bundle
 
-CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "h3k27m_classification" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "h3k27m_classification" / "configs"
 TINY = {"base_width": 8, "spatial_size": 64, "num_workers": 0, "batch_size": 8}
 
 pytestmark = pytest.mark.usefixtures("single_thread")
