@@ -30,7 +30,7 @@ class DiceBCELoss(DiceCELoss):
     squared_pred=(p == 2), smooth_nr=smooth, smooth_dr=smooth, batch=False, reduction="mean")``; ``p=2`` is the
     V-Net form (the paper's "p=2"), ``p=1`` the plain Dice; MONAI offers no other exponent. For one channel MONAI
     takes ``BCEWithLogitsLoss``. The inputs are cast to float32 first, so that sums over a slice stay exact under
-    mixed precision (as the hand-written loss this replaces did; ``tests/test_adversarial_trainer.py`` checks the
+    mixed precision (as the hand-written loss this replaces did; ``tests/pipeline/test_adversarial_trainer.py`` checks the
     formula).
 
     ``smooth`` defaults to 1 (one pixel), not MONAI's 1e-5: a lesion-free slice (empty reference)
