@@ -12,7 +12,9 @@ from monai.transforms import (
     Activationsd,
     AsDiscreted,
     CastToTyped,
+    CenterScaleCropd,
     Compose,
+    ConcatItemsd,
     DeleteItemsd,
     EnsureChannelFirstd,
     EnsureTyped,
@@ -33,6 +35,7 @@ from monai.transforms import (
     RandRotated,
     RandScaleIntensityd,
     RandSimulateLowResolutiond,
+    ResampleToMatchd,
     Resized,
     SaveImaged,
 )
@@ -81,6 +84,8 @@ def build_transforms(
     crop_threshold: float = 0.05,
     crop_margin: int = 8,
     square_crop: bool = True,
+    center_crop_fraction: float = 1.0,
+    extra_image_keys: Sequence[str] = (),
     augment: bool = True,
     flip_prob: float = AUGMENTATION_DEFAULTS["flip_prob"],
     rotate_prob: float = AUGMENTATION_DEFAULTS["rotate_prob"],
@@ -95,9 +100,15 @@ def build_transforms(
     """Preprocessing for one MRI sequence (keys ``image`` and optional ``label``: file paths).
 
     Common 3D part: load -> channel first -> binarise label (``data[classes_key]``, default ``> 0``) ->
-    orient RAS (last axis = axial S) -> optional N4 bias-field correction (``n4``) -> in-plane foreground crop -> in-plane resize to ``spatial_size``
+    orient RAS (last axis = axial S) -> optional N4 bias-field correction (``n4``) -> in-plane foreground crop ->
+    optional central in-plane crop to ``center_crop_fraction`` of the head box (MONAI ``CenterScaleCropd``; the
+    midline sites of DMG, pons, midbrain, medulla and thalamus, lie in the central half) -> in-plane resize to ``spatial_size``
     (image bilinear + anti-aliasing, label nearest-exact; slice axis untouched) -> percentile
-    normalisation of the image to [0, 1].
+    normalisation of the image to [0, 1], channel by channel.
+
+    ``extra_image_keys`` (e.g. ``("t1c",)``): more sequences of the same patient, loaded, resampled onto the
+    image's grid through their affines (MONAI ``ResampleToMatchd``, bilinear; sequences of one study share
+    the scanner's world coordinates) and appended to ``image`` as input channels.
 
     * ``"train"``: then :class:`AxialSlicesd` (``slice_policy``) -> :func:`build_slice_augmentation`
       (flip, rotation, scale/shear, elastic; bias, histogram, gamma, blur, low resolution, Gibbs,
@@ -115,10 +126,17 @@ def build_transforms(
     resize_mode = ("bilinear", "nearest-exact")[: len(keys)]
     anti_aliasing = (True, False)[: len(keys)]
 
+    extra = tuple(extra_image_keys)
     steps: list = [
-        LoadImaged(keys, reader=reader, image_only=True, allow_missing_keys=True),
-        EnsureChannelFirstd(keys, allow_missing_keys=True),
+        LoadImaged((*keys, *extra), reader=reader, image_only=True, allow_missing_keys=True),
+        EnsureChannelFirstd((*keys, *extra), allow_missing_keys=True),
     ]
+    if extra:
+        steps += [
+            ResampleToMatchd(extra, key_dst=image_key, mode="bilinear", padding_mode="zeros"),
+            ConcatItemsd((image_key, *extra), name=image_key),
+            DeleteItemsd(extra),
+        ]
     if has_label:
         steps.append(BinarizeLabeld(label_key, classes_key=classes_key))
     steps += [
@@ -132,6 +150,13 @@ def build_transforms(
             keys, source_key=image_key, threshold=crop_threshold, margin=crop_margin, square=square_crop,
             allow_missing_keys=True,
         ),
+    ]
+    if not 0.0 < center_crop_fraction <= 1.0:
+        raise ValueError(f"center_crop_fraction must be in (0, 1], got {center_crop_fraction}")
+    if center_crop_fraction < 1.0:
+        steps.append(CenterScaleCropd(keys, roi_scale=(center_crop_fraction, center_crop_fraction, 1.0),
+                                      allow_missing_keys=True))
+    steps += [
         Resized(
             keys, spatial_size=(*size, -1), mode=resize_mode, anti_aliasing=anti_aliasing, allow_missing_keys=True
         ),

@@ -7,7 +7,8 @@ In order, and nothing is written before steps 1 and 2 pass:
    the inference config's ``network_def`` for model ``name`` (default: the value of the config id that names
    the weights, ``sequence``), so weights of another width or configuration are refused with the reason;
 2. ``metadata.json``'s fixed ``network_data_format`` spatial shapes are set to the config's ``spatial_size``
-   (``"16*n"``-style shapes are left alone), and MONAI's ``verify_net_in_out`` runs with the MONAI Model Zoo's
+   (``"16*n"``-style shapes are left alone), the image input's ``num_channels`` to the config's ``in_channels``
+   when it has one (a model reading several sequences), and MONAI's ``verify_net_in_out`` runs with the MONAI Model Zoo's
    defaults (as its ``ci/verify_bundle.py`` calls it) on that metadata;
 3. the weights are written as ``models/model_<name>.pt`` (a plain state dict) and the metadata, atomically;
 4. :func:`~pipeline.bundle_sharing.ship.ship_bundle` regenerates the rest: TorchScript exports with the current
@@ -28,7 +29,7 @@ from pipeline.bundle_trust.trust import require_safe_bundle, use_bundle_code
 from pipeline.inference.bundle_models import load_pytorch_model, metadata_of, model_name_id, read_inference_config
 from transforms.atomic_writer import atomic_path, atomic_write_text
 
-__all__ = ["install_checkpoint", "ship_checkpoint", "sync_spatial_shapes"]
+__all__ = ["install_checkpoint", "ship_checkpoint", "sync_input_channels", "sync_spatial_shapes"]
 
 
 def sync_spatial_shapes(metadata: dict, spatial_size: int) -> list[str]:
@@ -42,6 +43,16 @@ def sync_spatial_shapes(metadata: dict, spatial_size: int) -> list[str]:
                 entry["spatial_shape"] = [spatial_size] * len(shape)
                 changed.append(f"{side}.{key}")
     return changed
+
+
+def sync_input_channels(metadata: dict, in_channels: int) -> list[str]:
+    """Set ``num_channels`` of the ``image`` input of ``metadata['network_data_format']`` to ``in_channels``
+    (a model reading several sequences); returns the entries changed."""
+    entry = metadata.get("network_data_format", {}).get("inputs", {}).get("image")
+    if entry is None or entry.get("num_channels") == in_channels:
+        return []
+    entry["num_channels"] = in_channels
+    return ["inputs.image.num_channels"]
 
 
 def _default_name(bundle: Path) -> str:
@@ -78,8 +89,10 @@ def install_checkpoint(bundle_dir: str | os.PathLike, checkpoint: str | os.PathL
     with use_bundle_code(bundle):
         network = load_pytorch_model(bundle, name, checkpoint)
         metadata = metadata_of(bundle)
-        spatial_size = read_inference_config(bundle).get_parsed_content("spatial_size")
-        changed = sync_spatial_shapes(metadata, int(spatial_size))
+        parser = read_inference_config(bundle)
+        changed = sync_spatial_shapes(metadata, int(parser.get_parsed_content("spatial_size")))
+        if "in_channels" in parser:
+            changed += sync_input_channels(metadata, int(parser.get_parsed_content("in_channels")))
         _verify_shapes(bundle, metadata)
     target = bundle / "models" / f"model_{name}.pt"
     with atomic_path(target) as tmp:
@@ -95,6 +108,6 @@ def ship_checkpoint(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike
     weights, changed = install_checkpoint(bundle_dir, checkpoint, name)
     result = ship_bundle(bundle_dir)
     result.exported.insert(0, f"models/{weights.name} from {checkpoint}"
-                              + (f"; metadata spatial shapes set to the config's ({', '.join(changed)})"
+                              + (f"; metadata shapes set to the config's ({', '.join(changed)})"
                                  if changed else ""))
     return result

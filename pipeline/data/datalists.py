@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.data.cohort import Cohort, load_cohort, nifti_stem
@@ -78,9 +79,12 @@ def segmentation_datalists(
     return {"train": train, "validate": validate, "unlabeled": unlabeled}
 
 
-def cohort_datalist(source: str | os.PathLike, sequence: str, require_label: bool = False) -> list[dict]:
-    """Per-sequence data dicts of every usable patient of a cohort; skipped patients are logged."""
-    items = _load(source, sequence).datalist(sequence, require_label=require_label)
+def cohort_datalist(source: str | os.PathLike, sequence: str, require_label: bool = False,
+                    extra_sequences: Sequence[str] = ()) -> list[dict]:
+    """Per-sequence data dicts of every usable patient of a cohort; skipped patients are logged.
+    ``extra_sequences``: as in :func:`status_datalists`."""
+    cohort = _load(source, sequence)
+    items = with_extra_channels(cohort, cohort.datalist(sequence, require_label=require_label), extra_sequences)
     if not items:
         raise ValueError(f"{source}: no usable {sequence} image" + (" with a reference mask" if require_label else ""))
     return items
@@ -93,22 +97,47 @@ def status_datalists(
     n_folds: int = 5,
     seed: int = 0,
     validation_dir: str | os.PathLike | None = None,
+    extra_sequences: Sequence[str] = (),
 ) -> dict[str, list[dict]]:
     """H3K27M co-training lists: patients with a known status and a reference mask, folds stratified by status.
 
-    ``fold=-1`` trains on every such patient and validates on ``validation_dir``.
+    ``fold=-1`` trains on every such patient and validates on ``validation_dir``. With ``extra_sequences``
+    (e.g. ``["t1c"]``) each item also carries those sequences' files under their names (``build_transforms(...,
+    extra_image_keys=extra_sequences)`` resamples them onto the ``sequence`` image's grid as extra input
+    channels); the mask is still that of ``sequence``; patients lacking one of them are left out (logged).
     """
-    items = [d for d in _load(dataset_dir, sequence).datalist(sequence, require_label=True) if d["h3k27m"] in (0, 1)]
+    items = _status_items(dataset_dir, sequence, extra_sequences)
     if not items:
         raise ValueError(f"{dataset_dir}: no patient with a {sequence} image, a reference mask and a known status")
     if fold < 0:
         if validation_dir is None:
             raise ValueError("fold=-1 (no cross-validation) needs validation_dir")
-        validate = [d for d in _load(validation_dir, sequence).datalist(sequence, require_label=True)
-                    if d["h3k27m"] in (0, 1)]
-        return {"train": items, "validate": validate}
+        return {"train": items, "validate": _status_items(validation_dir, sequence, extra_sequences)}
     train, validate = fold_split(items, fold, n_folds=n_folds, seed=seed, stratify_key="h3k27m")
     return {"train": train, "validate": validate}
+
+
+def _status_items(source: str | os.PathLike, sequence: str, extra_sequences: Sequence[str]) -> list[dict]:
+    cohort = _load(source, sequence)
+    items = [d for d in cohort.datalist(sequence, require_label=True) if d["h3k27m"] in (0, 1)]
+    return with_extra_channels(cohort, items, extra_sequences)
+
+
+def with_extra_channels(cohort: Cohort, items: list[dict], extra_sequences: Sequence[str]) -> list[dict]:
+    """``items`` (of ``cohort.datalist``) with the patient's ``extra_sequences`` files added under the
+    sequences' names; patients without a usable image of each are dropped (logged)."""
+    if not extra_sequences:
+        return items
+    cases = {c["patient_id"]: c for c in cohort.cases}
+    out = []
+    for item in items:
+        case = cases[item["patient_id"]]
+        missing = [s for s in extra_sequences if not cohort.usable(case, s)]
+        if missing:
+            logger.warning("skipped: %s has no usable %s image", item["patient_id"], ", ".join(missing))
+            continue
+        out.append({**item, **{s: case[s] for s in extra_sequences}})
+    return out
 
 
 def pretraining_datalist(source: str | os.PathLike, sequence: str = "t2") -> list[dict]:

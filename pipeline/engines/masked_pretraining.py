@@ -172,12 +172,25 @@ class EncoderTransfer:
     """In the checkpoint but not in the net (e.g. transformers pretrained, net without them)."""
     not_pretrained: list[str] = field(default_factory=list)
     """Transformer keys of the net that the checkpoint lacks: left at their initialisation."""
+    inflated: list[str] = field(default_factory=list)
+    """Input-channel weights of a one-channel checkpoint spread over the net's input channels."""
+    channels: int = 1
+    """The net's input channels (when ``inflated``)."""
 
     def summary(self) -> str:
-        return (
+        text = (
             f"loaded {len(self.loaded)} encoder tensors; skipped {len(self.skipped)} checkpoint tensors "
             f"the net does not have; {len(self.not_pretrained)} net tensors not pretrained"
         )
+        if self.inflated:
+            text += f"; {len(self.inflated)} inflated from 1 to {self.channels} input channels"
+        return text
+
+
+def _inflatable(source: torch.Tensor, target: torch.Tensor) -> bool:
+    """A convolution pretrained on one input channel, the net's with more: equal but for dimension 1."""
+    return (source.ndim == target.ndim >= 3 and source.shape[1] == 1 and target.shape[1] > 1
+            and source.shape[0] == target.shape[0] and source.shape[2:] == target.shape[2:])
 
 
 def load_pretrained_encoder(net: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> EncoderTransfer:
@@ -185,8 +198,11 @@ def load_pretrained_encoder(net: nn.Module, state_dict: Mapping[str, torch.Tenso
 
     The ResNet stem and stages (``resnet.*``) are required: every such key of the net must be
     in ``state_dict``. Transformer weights are copied when both sides have them; otherwise
-    they are listed in the returned :class:`EncoderTransfer`. Any shape mismatch (e.g.
-    another ``base_width``) raises ``ValueError`` naming the tensors, before anything is
+    they are listed in the returned :class:`EncoderTransfer`. A one-channel checkpoint loads into a
+    multi-channel net (several sequences): the input convolution's filters are repeated over the channels
+    and divided by their number (ImageNet-style inflation), listed in ``inflated``; transformer position
+    embeddings pretrained at another slice size are interpolated to the net's grid. Any other shape
+    mismatch (e.g. another ``base_width``) raises ``ValueError`` naming the tensors, before anything is
     copied; so does a state dict with none of the encoder's keys.
     """
     encoder = _encoder_of(net)
@@ -197,6 +213,15 @@ def load_pretrained_encoder(net: nn.Module, state_dict: Mapping[str, torch.Tenso
         if any(".resnet." in k or k.startswith("encoder.") for k in source):
             hint = " (it looks like a whole-model state dict: pass encoder_state_dict(model) instead)"
         raise ValueError(f"the state dict has none of the encoder's keys{hint}; first keys: {list(source)[:3]}")
+    inflated = [k for k in target if k in source and _inflatable(source[k], target[k])]
+    for k in inflated:  # a one-channel (one-sequence) pretraining, a multi-sequence net: share the filters
+        channels = target[k].shape[1]
+        source[k] = source[k].repeat(1, channels, *([1] * (source[k].ndim - 2))) / channels
+    for k in target:  # pretrained at another slice size: the position grid interpolated, as the net does
+        if k.endswith("pos_embed") and k in source and source[k].shape[:2] == target[k].shape[:2] \
+                and source[k].shape != target[k].shape and source[k].ndim == 4:
+            source[k] = torch.nn.functional.interpolate(source[k], size=tuple(target[k].shape[2:]), mode="bilinear",
+                                                        align_corners=False)
     missing = sorted(k for k in target if k.startswith("resnet.") and k not in source)
     if missing:
         raise ValueError(f"pretrained encoder lacks {len(missing)} ResNet tensors, e.g. {missing[:3]}")
@@ -214,6 +239,8 @@ def load_pretrained_encoder(net: nn.Module, state_dict: Mapping[str, torch.Tenso
         loaded=[k for k in target if k in source],
         skipped=sorted(k for k in source if k not in target),
         not_pretrained=[k for k in target if k not in source],
+        inflated=inflated,
+        channels=int(target[inflated[0]].shape[1]) if inflated else 1,
     )
     encoder.load_state_dict({k: source[k] for k in report.loaded}, strict=False)
     return report

@@ -63,15 +63,16 @@ def predict_patient_status(
     aggregation: str = "mean",
     temperature: float = 1.0,
 ) -> PatientStatus:
-    """Run ``net`` over the axial slices of a preprocessed ``(1, H, W, D)`` volume (values in [0, 1]).
+    """Run ``net`` over the axial slices of a preprocessed ``(C, H, W, D)`` volume (values in [0, 1]; C input
+    channels, one per sequence the net reads).
 
     ``net``: an :class:`~pipeline.networks.H3K27MNet` (dict output) or an
     :class:`~pipeline.networks.H3K27MExportNet` (one tensor; also its TorchScript export and its ONNX
     Runtime form, :class:`~pipeline.inference.onnx_runtime.OnnxNetwork`)."""
-    if volume.ndim != 4 or volume.shape[0] != 1:
-        raise ValueError(f"expected a (1, H, W, D) volume, got shape {tuple(volume.shape)}")
+    if volume.ndim != 4:
+        raise ValueError(f"expected a (C, H, W, D) volume, got shape {tuple(volume.shape)}")
     device = next(iter(net.parameters()), torch.empty(0)).device  # an ONNX network has none: CPU tensors in
-    slices = torch.as_tensor(volume).permute(3, 0, 1, 2).float()  # (D, 1, H, W)
+    slices = torch.as_tensor(volume).permute(3, 0, 1, 2).float()  # (D, C, H, W)
     logits, masks, feats = [], [], []
     net.eval()
     with torch.inference_mode():

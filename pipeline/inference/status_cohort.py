@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -59,16 +60,20 @@ def predict_cohort_status(
     progress: bool = True,
     temperature: float = 1.0,
     features: MutableMapping[str, np.ndarray] | None = None,
+    center_crop_fraction: float = 1.0,
+    extra_sequences: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Predict every patient of ``datalist`` (per-sequence dicts from ``Cohort.datalist``); returns the table
     written to ``out_dir/predictions.csv`` (columns: :data:`PREDICTION_COLUMNS`).
 
     An item with a ``skip`` entry (the reason) is listed as skipped without being read. ``features``, when
     given, receives each predicted patient's feature vector (mean over the slices used) by patient id, for
-    the t-SNE of a report."""
+    the t-SNE of a report. ``extra_sequences``: the items' other sequence files read as input channels
+    (resampled onto ``image``'s grid, where the mask is written)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    preprocessing = build_transforms("infer", spatial_size=spatial_size)
+    preprocessing = build_transforms("infer", spatial_size=spatial_size, center_crop_fraction=center_crop_fraction,
+                                     extra_image_keys=tuple(extra_sequences))
     postprocessing = build_postprocessing(preprocessing, threshold=0.5)
     rows = []
     for item in tqdm(datalist, desc="H3K27M status", unit="patient", disable=not progress):
@@ -81,8 +86,11 @@ def predict_cohort_status(
             continue
         try:
             reference = load_image(item["image"])
-            with _model_input(item["image"], reference) as image_file:
-                data = preprocessing({"image": image_file, "patient_id": item["patient_id"]})
+            with ExitStack() as files:
+                inputs = {key: files.enter_context(_model_input(item[key], load_image(item[key]) if key != "image"
+                                                                else reference))
+                          for key in ("image", *extra_sequences)}
+                data = preprocessing({**inputs, "patient_id": item["patient_id"]})
             if not torch.isfinite(torch.as_tensor(data["image"])).all():
                 raise ValueError("image contains NaN or infinite values")
         except Exception as exc:  # an unreadable or corrupt image: skip the patient, report why

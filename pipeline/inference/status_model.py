@@ -4,7 +4,9 @@
 after the same allow-list check as ``dmg segment`` (:func:`pipeline.bundle_trust.trust.require_safe_bundle`:
 nothing is instantiated from a config that would run code, unless ``trust_bundle``). It uses these top-level
 keys: ``network_def``, ``model_file``, ``spatial_size``, ``sequence``, and when present ``temperature``
-(default 1.0), ``threshold`` (0.5), ``sw_batch_size`` (16) and ``min_tumour_pixels`` (20).
+(default 1.0), ``threshold`` (0.5), ``sw_batch_size`` (16), ``min_tumour_pixels`` (20), ``extra_sequences``
+(none: the other sequences read as input channels, resampled onto ``sequence``'s grid) and
+``center_crop_fraction`` (1.0: the central part of the head box the model sees).
 
 The weights: ``model_file`` given (a state dict, a TorchScript archive, or an ``.onnx`` file), else the
 config's ``model_file``, else a TorchScript file of the same name with ``.ts``; without any,
@@ -28,6 +30,7 @@ from pipeline.checkpoint_io import INFERENCE_CONFIG, ModelKind, load_state_dict,
 from pipeline.inference.model import KIND_NAMES, apply_overrides, resolve_device
 from pipeline.inference.onnx_runtime import OnnxNetwork
 from pipeline.inference.runtime_choice import choose_onnx_file
+from transforms.vocabulary import SEQUENCES
 
 __all__ = ["NoStatusWeightsError", "StatusModel", "load_status_model"]
 
@@ -46,10 +49,17 @@ class StatusModel:
     model_file: Path
     kind: ModelKind
     device: torch.device
+    extra_sequences: tuple[str, ...] = ()
+    center_crop_fraction: float = 1.0
 
     def describe(self) -> str:
-        return (f"{self.model_file} ({KIND_NAMES[self.kind]}, {self.sequence}, {self.device}; temperature "
+        return (f"{self.model_file} ({KIND_NAMES[self.kind]}, {'+'.join(self.reads)}, {self.device}; temperature "
                 f"{self.temperature:g}, threshold {self.threshold:g})")
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The sequences the model reads, one input channel each."""
+        return (self.sequence, *self.extra_sequences)
 
 
 def _read_config(bundle: Path, sequence: str | None, overrides: Mapping[str, Any] | None) -> ConfigParser:
@@ -74,6 +84,14 @@ def _setting(parser: ConfigParser, key: str, default: Any, kind: type) -> Any:
         return kind(value)
     except (TypeError, ValueError):
         raise ValueError(f"{INFERENCE_CONFIG}: {key} must be a {kind.__name__}, got {value!r}") from None
+
+
+def _extra_sequences(parser: ConfigParser) -> tuple[str, ...]:
+    value = parser.get_parsed_content("extra_sequences") if "extra_sequences" in parser else ()
+    if isinstance(value, str) or not all(s in SEQUENCES for s in value):
+        raise ValueError(f"{INFERENCE_CONFIG}: extra_sequences must be a list of {', '.join(SEQUENCES)}, "
+                         f"got {value!r}")
+    return tuple(value)
 
 
 class NoStatusWeightsError(FileNotFoundError):
@@ -162,6 +180,8 @@ def load_status_model(
         threshold=threshold,
         sw_batch_size=_setting(parser, "sw_batch_size", 16, int),
         min_tumour_pixels=_setting(parser, "min_tumour_pixels", 20, int),
+        extra_sequences=_extra_sequences(parser),
+        center_crop_fraction=_setting(parser, "center_crop_fraction", 1.0, float),
         model_file=path,
         kind=kind,
         device=dev,

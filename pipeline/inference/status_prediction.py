@@ -12,7 +12,7 @@ problem; a problem of a reference *label* does not stop a status prediction.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,20 +42,24 @@ def cohort_folder(cohort: Cohort) -> Path:
     return cohort.source if cohort.source.is_dir() else cohort.source.parent
 
 
-def status_items(cohort: Cohort, sequence: str) -> list[dict]:
+def status_items(cohort: Cohort, sequence: str, extra_sequences: Sequence[str] = ()) -> list[dict]:
     """One data dict per patient, in the cohort's order; a patient that cannot be predicted carries ``skip``
-    (the problem) and, as ``image``, the file it is about."""
+    (the problem) and, as ``image``, the file it is about. ``extra_sequences``: the other sequences the model
+    reads (their files under their names; a patient lacking one is skipped)."""
     items = []
     for case in cohort.cases:
-        pid, label = case["patient_id"], case.get(f"label_{sequence}")
+        pid = case["patient_id"]
         item = {"image": case.get(sequence), "patient_id": pid, "center": case["center"], "sequence": sequence,
-                "h3k27m": case["h3k27m"]}
+                "h3k27m": case["h3k27m"], **{s: case.get(s) for s in extra_sequences}}
+        read = (sequence, *extra_sequences)
+        labels = {case.get(f"label_{s}") for s in read}
         blocking = [i for i in cohort.issues if i.patient_id == pid
-                    and (i.sequence is None or (i.sequence == sequence and i.file != label))]
+                    and (i.sequence is None or (i.sequence in read and i.file not in labels))]
+        absent = [s for s in read if case.get(s) is None]
         if blocking:
             item.update(image=blocking[0].file, skip="; ".join(i.problem for i in blocking))
-        elif item["image"] is None:
-            item["skip"] = f"no {sequence} image in the cohort"
+        elif absent:
+            item["skip"] = f"no {' or '.join(absent)} image in the cohort"
         items.append(item)
     return items
 
@@ -82,8 +86,10 @@ def predict_status(model: StatusModel, cohort: str | os.PathLike | Cohort, out_d
     _refuse_inputs_inside(out, cohort)
     check_writable_folder(out)
     features: dict = {}
-    table = predict_cohort_status(model.network, status_items(cohort, model.sequence), out,
+    table = predict_cohort_status(model.network, status_items(cohort, model.sequence, model.extra_sequences), out,
                                   spatial_size=model.spatial_size, threshold=model.threshold,
+                                  center_crop_fraction=model.center_crop_fraction,
+                                  extra_sequences=model.extra_sequences,
                                   sw_batch_size=model.sw_batch_size, min_tumour_pixels=model.min_tumour_pixels,
                                   progress=progress, temperature=model.temperature, features=features)
     written = None

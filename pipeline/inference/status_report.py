@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,13 +65,16 @@ def _saliency_patients(table: pd.DataFrame, n: int) -> list[int]:
 
 def _evaluate_items(
     net: torch.nn.Module, datalist: list[dict], spatial_size: int, sw_batch_size: int, min_tumour_pixels: int,
-    n_saliency: int, caption_prefix: str = "",
+    n_saliency: int, caption_prefix: str = "", center_crop_fraction: float = 1.0,
+    extra_sequences: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, bytes]]:
     """Patient table, features (indexed by patient_id) and saliency PNGs of the known-status patients."""
     items = [d for d in datalist if d.get("h3k27m") in (0, 1)]
     if not items:
         raise ValueError("no patient with a known H3K27M status to evaluate")
-    dataset = Dataset(items, build_transforms("validate", spatial_size=spatial_size))
+    dataset = Dataset(items, build_transforms("validate", spatial_size=spatial_size,
+                                              center_crop_fraction=center_crop_fraction,
+                                              extra_image_keys=tuple(extra_sequences)))
     volumes = [dataset[i] for i in range(len(dataset))]
     table, features = evaluate_status_model(net, volumes, sw_batch_size, min_tumour_pixels)
     saliency = {}
@@ -99,14 +102,18 @@ def evaluate_status_cohort(
     n_saliency: int = 4,
     title: str = "H3K27M status prediction",
     cohort_dir: str | os.PathLike | None = None,
+    center_crop_fraction: float = 1.0,
+    extra_sequences: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Patient-level metrics with bootstrap CIs, curves, t-SNE and saliency for one cohort (one "fold").
 
     ``cohort_dir``: the cohort's folder; when it holds a synthetic ``synth.json`` with a status ceiling,
     the Bayes-optimal AUROC and accuracy of the scored patients are printed and reported beside the model's.
+    ``center_crop_fraction`` and ``extra_sequences`` as the model was trained (:func:`transforms.build_transforms`).
     """
     table, features, saliency = _evaluate_items(net, datalist, spatial_size, sw_batch_size, min_tumour_pixels,
-                                                n_saliency)
+                                                n_saliency, center_crop_fraction=center_crop_fraction,
+                                                extra_sequences=extra_sequences)
     ceiling = _ceiling(cohort_dir, [table])
     return _printed(write_classification_report(out_dir, {name: table}, features=features, saliency_pngs=saliency,
                                                 title=title, ceiling=ceiling), ceiling)
@@ -123,6 +130,8 @@ def evaluate_status_cross_validation(
     n_saliency: int = 2,
     title: str = "H3K27M status prediction, cross-validation",
     cohort_dir: str | os.PathLike | None = None,
+    center_crop_fraction: float = 1.0,
+    extra_sequences: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Each fold's model on its own validation patients: per-fold rows plus the pooled row (every patient
     once, predicted by the model that did not see it). Folds without a model file are skipped, logged.
@@ -136,7 +145,9 @@ def evaluate_status_cross_validation(
         net.load_state_dict(torch.load(path, map_location=next(net.parameters()).device, weights_only=True))
         name = f"fold{fold}"
         table, feats, pngs = _evaluate_items(net, fold_datalists[fold], spatial_size, sw_batch_size,
-                                             min_tumour_pixels, n_saliency, caption_prefix=f"{name} ")
+                                             min_tumour_pixels, n_saliency, caption_prefix=f"{name} ",
+                                             center_crop_fraction=center_crop_fraction,
+                                             extra_sequences=extra_sequences)
         tables[name] = table
         features.append(feats)
         saliency.update(pngs)
