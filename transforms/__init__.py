@@ -1,5 +1,6 @@
 """MONAI dictionary transforms for dmg-pipeline (never imports ``pipeline`` or ``evaluation``)."""
 
+from .anti_alias import AntiAliasSmooth, AntiAliasSmoothd, anti_aliasing_sigma
 from .atomic_writer import AtomicNibabelWriter
 from .bias_field import N4BiasFieldCorrection, N4BiasFieldCorrectiond
 from .builders import MODES, build_postprocessing, build_slice_augmentation, build_transforms
@@ -11,6 +12,8 @@ from .slices import SLICE_POLICIES, AxialSlicesd, lesion_slices
 from .utils import foreground_mask
 
 __all__ = [
+    "AntiAliasSmooth",
+    "AntiAliasSmoothd",
     "AtomicNibabelWriter",
     "MODES",
     "SLICE_POLICIES",
@@ -24,6 +27,7 @@ __all__ = [
     "InPlaneForegroundCropd",
     "PercentileNormalize",
     "PercentileNormalized",
+    "anti_aliasing_sigma",
     "build_postprocessing",
     "build_slice_augmentation",
     "build_transforms",

@@ -40,6 +40,7 @@ from monai.transforms import (
     SaveImaged,
 )
 
+from .anti_alias import AntiAliasSmoothd
 from .atomic_writer import AtomicNibabelWriter
 from .bias_field import N4BiasFieldCorrectiond
 from .crop import InPlaneForegroundCropd
@@ -103,7 +104,8 @@ def build_transforms(
     orient RAS (last axis = axial S) -> optional N4 bias-field correction (``n4``) -> in-plane foreground crop ->
     optional central in-plane crop to ``center_crop_fraction`` of the head box (MONAI ``CenterScaleCropd``; the
     midline sites of DMG, pons, midbrain, medulla and thalamus, lie in the central half) -> in-plane resize to ``spatial_size``
-    (image bilinear + anti-aliasing, label nearest-exact; slice axis untouched) -> percentile
+    (image bilinear + anti-aliasing: MONAI's Gaussian smoothing by :class:`AntiAliasSmoothd`, then ``Resized``;
+    label nearest-exact; slice axis untouched) -> percentile
     normalisation of the image to [0, 1], channel by channel.
 
     ``extra_image_keys`` (e.g. ``("t1c",)``): more sequences of the same patient, loaded, resampled onto the
@@ -124,7 +126,6 @@ def build_transforms(
     keys = (image_key,) if mode == "infer" else (image_key, label_key)
     has_label = len(keys) == 2
     resize_mode = ("bilinear", "nearest-exact")[: len(keys)]
-    anti_aliasing = (True, False)[: len(keys)]
 
     extra = tuple(extra_image_keys)
     steps: list = [
@@ -157,9 +158,9 @@ def build_transforms(
         steps.append(CenterScaleCropd(keys, roi_scale=(center_crop_fraction, center_crop_fraction, 1.0),
                                       allow_missing_keys=True))
     steps += [
-        Resized(
-            keys, spatial_size=(*size, -1), mode=resize_mode, anti_aliasing=anti_aliasing, allow_missing_keys=True
-        ),
+        # the smoothing of MONAI's Resize(anti_aliasing=True), per axis and ~10x faster (see anti_alias.py)
+        AntiAliasSmoothd(image_key, spatial_size=(*size, -1)),
+        Resized(keys, spatial_size=(*size, -1), mode=resize_mode, anti_aliasing=False, allow_missing_keys=True),
         PercentileNormalized(
             image_key, lower=lower_pct, upper=upper_pct, foreground_threshold=norm_foreground_threshold
         ),
