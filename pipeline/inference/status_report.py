@@ -31,6 +31,7 @@ from evaluation.atomic_io import atomic_write_bytes, atomic_write_text
 from evaluation.calibration import expected_calibration_error, plot_reliability, reliability_table
 from evaluation.classification_ceiling import status_ceiling_for
 from evaluation.reports.classification import metrics_summary_text, write_classification_report
+from pipeline.checkpoint_io import load_state_dict
 from pipeline.inference.saliency import saliency_overlay
 from pipeline.inference.status import evaluate_status_model
 from transforms import build_transforms
@@ -142,7 +143,7 @@ def evaluate_status_cross_validation(
         if not path.is_file():
             logger.warning("fold %d: no model at %s, left out of the report", fold, path)
             continue
-        net.load_state_dict(torch.load(path, map_location=next(net.parameters()).device, weights_only=True))
+        net.load_state_dict(load_state_dict(path, map_location=next(net.parameters()).device))
         name = f"fold{fold}"
         table, feats, pngs = _evaluate_items(net, fold_datalists[fold], spatial_size, sw_batch_size,
                                              min_tumour_pixels, n_saliency, caption_prefix=f"{name} ",

@@ -48,11 +48,6 @@ def test_weights_that_need_unpickling_are_refused_naming_the_file(tmp_path: Path
 
 
 
-READS_WEIGHTS_ITSELF = {"pipeline/inference/status_report.py"}
-"""Modules still calling torch.load themselves (status_report.py: being changed elsewhere when the reader was
-made one; move it to read_checkpoint next)."""
-
-
 def test_one_weights_reader_the_training_handlers_and_packing_use_it_too(tmp_path: Path):
     import ast
 
@@ -66,7 +61,7 @@ def test_one_weights_reader_the_training_handlers_and_packing_use_it_too(tmp_pat
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
                 callers.add(path.relative_to(repo).as_posix())
-    assert callers - READS_WEIGHTS_ITSELF == {"pipeline/checkpoint_io.py"}
+    assert callers == {"pipeline/checkpoint_io.py"}
     (tmp_path / "missing.pt").unlink(missing_ok=True)
     with pytest.raises(ValueError, match=r"missing\.pt: cannot load the weights \(FileNotFoundError"):
         read_checkpoint(tmp_path / "missing.pt")
