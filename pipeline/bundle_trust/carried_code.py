@@ -27,7 +27,7 @@ __all__ = ["CARRIED", "CARRIED_PACKAGES", "carried_files", "check_carried_code",
 CARRIED: dict[str, tuple[str, ...]] = {
     "scripts/networks": ("pipeline.networks", "cbam", "pyramid_pooling", "scse", "single_voxel_instance_norm",
                          "mscg_generator", "patch_discriminator", "name_lookup", "variants"),
-    "scripts/transforms": ("transforms", "utils", "crop", "intensity", "naming", "atomic_writer"),
+    "scripts/transforms": ("transforms", "utils", "crop", "intensity", "naming", "atomic_writer", "anti_alias"),
 }
 """Carried package folder -> (source package, its modules in dependency order)."""
 CARRIED_MODULES = {"scripts/image_folder.py": "pipeline.bundle_sharing.recipient_datalist"}
