@@ -36,7 +36,8 @@ def anti_aliasing_sigma(in_size: Sequence[int], out_size: Sequence[int]) -> list
         raise ValueError(f"in_size {tuple(in_size)} and out_size {tuple(out_size)} differ in length")
     if not any(o < i for o, i in zip(out_size, in_size)):
         return [0.0] * len(in_size)
-    factors = torch.div(torch.tensor(list(in_size), dtype=torch.float32), torch.tensor(list(out_size), dtype=torch.float32))
+    factors = torch.div(torch.tensor(list(in_size), dtype=torch.float32),
+                        torch.tensor(list(out_size), dtype=torch.float32))
     return torch.maximum(torch.zeros(factors.shape), (factors - 1) / 2).tolist()
 
 
