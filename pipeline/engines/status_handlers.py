@@ -1,19 +1,15 @@
-"""Ignite handlers of the H3K27M co-training: pretrained-encoder loading and patient-level validation."""
+"""Ignite handler of the H3K27M co-training that loads a pretrained encoder (validation: :mod:`.status_validation`)."""
 
 from __future__ import annotations
 
-import io
 import logging
-import math
 import os
 
 import torch
 from ignite.engine import Engine, Events
 
-from evaluation.atomic_io import atomic_write_bytes
 from pipeline.checkpoint_io import read_checkpoint
 from pipeline.engines.masked_pretraining import load_pretrained_encoder
-from pipeline.inference.status import evaluate_status_model, status_summary
 
 logger = logging.getLogger(__name__)
 ENCODER_PREFIX = "encoder."
@@ -47,42 +43,3 @@ class PretrainedEncoderLoader:
             return
         report = load_pretrained_encoder_file(self.network, self.path)
         logger.info("pretrained encoder from %s: %s", self.path, report.summary())
-
-
-class StatusValidationHandler:
-    """Every ``interval`` epochs: patient-level validation (AUROC, accuracy, sensitivity, specificity,
-    AUPRC, Dice of the mask branch) into ``engine.state.metrics`` as ``val_*``; the network with the best
-    ``val_<key_metric>`` is saved (state dict, atomically) to ``model_path``. Put it in the training
-    checkpoint (``state_dict``/``load_state_dict``) so the best score survives a resume."""
-
-    def __init__(self, network: torch.nn.Module, dataset, model_path: str | os.PathLike, interval: int = 1,
-                 key_metric: str = "auroc", sw_batch_size: int = 16, min_tumour_pixels: int = 20) -> None:
-        self.network, self.dataset, self.model_path = network, dataset, str(model_path)
-        self.interval, self.key_metric = interval, key_metric
-        self.sw_batch_size, self.min_tumour_pixels = sw_batch_size, min_tumour_pixels
-        self.best = -math.inf
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The best score so far: in the training checkpoint, so that a resumed run does not overwrite a
-        better ``model_path`` with its first validation."""
-        return {"best": torch.tensor(self.best, dtype=torch.float64)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best = float(state["best"])
-
-    def __call__(self, engine: Engine) -> None:
-        table, _ = evaluate_status_model(self.network, self.dataset, self.sw_batch_size, self.min_tumour_pixels)
-        metrics = status_summary(table)
-        engine.state.metrics.update({f"val_{k}": v for k, v in metrics.items()})
-        score = metrics[self.key_metric]
-        logger.info("epoch %d validation: %s", engine.state.epoch,
-                    ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-        if not math.isnan(score) and score > self.best:
-            self.best = score
-            buffer = io.BytesIO()
-            torch.save(self.network.state_dict(), buffer)
-            atomic_write_bytes(self.model_path, buffer.getvalue())
-            logger.info("new best val_%s %.4f: saved %s", self.key_metric, score, self.model_path)
