@@ -8,7 +8,8 @@ sequences), and a few features are read inside the **reference** lesion mask: fo
 the lesion's mean and 95th percentile relative to the median of the rest of the head, and its standard
 deviation; the lesion's height in the head (axial centroid over the head's axial extent: brainstem lies
 lower than thalamus) and its log volume. A logistic regression (scikit-learn, standardised, 5-fold
-stratified cross-validation, seed 0) gives their AUROC, plus each feature's own AUROC.
+stratified cross-validation, fewer folds when a status has fewer than 5 patients, seed 0) gives their
+AUROC, plus each feature's own AUROC.
 
     python -m benchmarks.h3k27m_image_features COHORT [--extra-sequences t1c] [--spatial-size 96]
         [--center-crop-fraction 0.5] [--out image_features.md]
@@ -23,11 +24,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from transforms.atomic_writer import atomic_write_text
+from benchmarks.h3k27m_visible_ceiling import report_aurocs, stratified_folds
 
 HEAD_THRESHOLD = 0.05  # of the normalised image: head voxels
 MIN_LESION_VOXELS = 5
@@ -82,7 +83,7 @@ def image_feature_aurocs(features: list[dict[str, float]], statuses: np.ndarray)
     names = list(features[0])
     x = np.array([[f[k] for k in names] for f in features])
     model = make_pipeline(StandardScaler(), LogisticRegression())
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    folds = stratified_folds(statuses)
     p = cross_val_predict(model, x, statuses, cv=folds, method="predict_proba")[:, 1]
     result = {"all features (cross-validated logistic)": float(roc_auc_score(statuses, p))}
     result.update({k: float(roc_auc_score(statuses, x[:, i])) for i, k in enumerate(names)})
@@ -101,14 +102,15 @@ def main(argv: list[str] | None = None) -> None:
     features, statuses = cohort_image_features(args.cohort, args.sequence, tuple(args.extra_sequences),
                                                args.spatial_size, args.center_crop_fraction)
     reads = "+".join([args.sequence, *args.extra_sequences])
-    lines = [f"Cohort `{args.cohort}`: {len(statuses)} patients ({int(statuses.sum())} altered), {reads}, "
-             f"{args.spatial_size} px, central crop {args.center_crop_fraction:g}", "",
-             "| image features (reference lesion mask) | AUROC |", "|---|---|"]
-    lines += [f"| {name} | {auroc:.3f} |" for name, auroc in image_feature_aurocs(features, statuses).items()]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
+    if not features:
+        parser.exit(2, f"{args.cohort}: no patient with a known status and a lesion of {MIN_LESION_VOXELS} voxels\n")
+    try:
+        aurocs = image_feature_aurocs(features, statuses)
+    except ValueError as exc:
+        parser.exit(2, f"{args.cohort}: {exc}\n")
+    report_aurocs(f"Cohort `{args.cohort}`: {len(statuses)} patients ({int(statuses.sum())} altered), {reads}, "
+                  f"{args.spatial_size} px, central crop {args.center_crop_fraction:g}",
+                  "image features (reference lesion mask) | AUROC", aurocs, args.out)
 
 
 if __name__ == "__main__":

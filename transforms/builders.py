@@ -103,7 +103,8 @@ def build_transforms(
     Common 3D part: load -> channel first -> binarise label (``data[classes_key]``, default ``> 0``) ->
     orient RAS (last axis = axial S) -> optional N4 bias-field correction (``n4``) -> in-plane foreground crop ->
     optional central in-plane crop to ``center_crop_fraction`` of the head box (MONAI ``CenterScaleCropd``; the
-    midline sites of DMG, pons, midbrain, medulla and thalamus, lie in the central half) -> in-plane resize to ``spatial_size``
+    midline sites of DMG, pons, midbrain, medulla and thalamus, lie in the central half) -> in-plane resize to
+    ``spatial_size``
     (image bilinear + anti-aliasing: MONAI's Gaussian smoothing by :class:`AntiAliasSmoothd`, then ``Resized``;
     label nearest-exact; slice axis untouched) -> percentile
     normalisation of the image to [0, 1], channel by channel.

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from pipeline.networks.feature_map_transformer import resize_position_grid
 from pipeline.networks.h3k27m_net import H3K27MEncoder, H3K27MNet
 from pipeline.networks.residual_decoder import ResidualUDecoder
 
@@ -220,8 +221,7 @@ def load_pretrained_encoder(net: nn.Module, state_dict: Mapping[str, torch.Tenso
     for k in target:  # pretrained at another slice size: the position grid interpolated, as the net does
         if k.endswith("pos_embed") and k in source and source[k].shape[:2] == target[k].shape[:2] \
                 and source[k].shape != target[k].shape and source[k].ndim == 4:
-            source[k] = torch.nn.functional.interpolate(source[k], size=tuple(target[k].shape[2:]), mode="bilinear",
-                                                        align_corners=False)
+            source[k] = resize_position_grid(source[k], (int(target[k].shape[2]), int(target[k].shape[3])))
     missing = sorted(k for k in target if k.startswith("resnet.") and k not in source)
     if missing:
         raise ValueError(f"pretrained encoder lacks {len(missing)} ResNet tensors, e.g. {missing[:3]}")

@@ -220,14 +220,15 @@ def _cohort_files(cohort: Cohort) -> list[str]:
 
 
 @contextlib.contextmanager
-def _model_input(image_file: str, reference: nib.spatialimages.SpatialImage):
-    """The file the model's preprocessing reads: the NIfTI itself, or a DICOM series as a temporary NIfTI."""
+def _model_input(image_file: str, reference: nib.spatialimages.SpatialImage | None = None):
+    """The file the model's preprocessing reads: the NIfTI itself, or a DICOM series as a temporary NIfTI
+    (``reference``: the series as already loaded; read here only when it is a series and not given)."""
     if not is_dicom_series(image_file):
         yield image_file
         return
     with tempfile.TemporaryDirectory(prefix="dmg_dicom_") as tmp:
         path = Path(tmp) / "series.nii.gz"
-        nib.save(reference, str(path))
+        nib.save(reference if reference is not None else load_image(image_file), str(path))
         yield str(path)
 
 

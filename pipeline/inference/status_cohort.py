@@ -87,8 +87,7 @@ def predict_cohort_status(
         try:
             reference = load_image(item["image"])
             with ExitStack() as files:
-                inputs = {key: files.enter_context(_model_input(item[key], load_image(item[key]) if key != "image"
-                                                                else reference))
+                inputs = {key: files.enter_context(_model_input(item[key], reference if key == "image" else None))
                           for key in ("image", *extra_sequences)}
                 data = preprocessing({**inputs, "patient_id": item["patient_id"]})
             if not torch.isfinite(torch.as_tensor(data["image"])).all():

@@ -11,6 +11,12 @@ from torch import nn
 __all__ = ["FeatureMapTransformer"]
 
 
+
+def resize_position_grid(pos_embed: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A ``(1, C, h, w)`` position-embedding grid at another ``size`` (bilinear): how a transformer made for
+    one slice size runs at another, and how weights pretrained at one size load into a net of another."""
+    return F.interpolate(pos_embed, size=size, mode="bilinear", align_corners=False)
+
 class FeatureMapTransformer(nn.Module):
     """Global self-attention over a ``(B, C, h, w)`` feature map, returned in the same shape.
 
@@ -65,7 +71,7 @@ class FeatureMapTransformer(nn.Module):
     def position_embedding(self, size: tuple[int, int]) -> torch.Tensor:
         if tuple(size) == self.grid_size:
             return self.pos_embed
-        return F.interpolate(self.pos_embed, size=size, mode="bilinear", align_corners=False)
+        return resize_position_grid(self.pos_embed, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

@@ -37,3 +37,28 @@ def test_runs_on_a_cohort(tiny_cohort):
     features, statuses = cohort_image_features(tiny_cohort, spatial_size=32)
     assert len(features) == len(statuses) == 6 and set(statuses) == {0, 1}
     assert {"t2_mean_rel", "t2_p95_rel", "t2_sd", "height_in_head", "log_volume"} == set(features[0])
+
+
+def test_command_writes_the_table(tiny_cohort, tmp_path, capsys):
+    from benchmarks.h3k27m_image_features import main
+
+    main([str(tiny_cohort), "--spatial-size", "32", "--out", str(tmp_path / "table.md")])
+    text = (tmp_path / "table.md").read_text()
+    assert capsys.readouterr().out == text + "\n"  # printed and written: the same table
+    assert "6 patients (3 altered), t2, 32 px" in text and "| all features (cross-validated logistic) | " in text
+
+
+def test_one_line_when_a_status_has_too_few_patients(tmp_path, capsys):
+    import pandas as pd
+    import pytest
+
+    from benchmarks.h3k27m_image_features import main
+    from tests.helpers import write_tiny_cohort
+
+    manifest = write_tiny_cohort(tmp_path, n_patients=3)  # statuses 0, 1, 0: one altered patient
+    with pytest.raises(SystemExit) as stop:
+        main([str(manifest), "--spatial-size", "32"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "needs at least 2 patients of each status" in err and str(manifest) in err and "Traceback" not in err
+    assert pd.read_csv(manifest).h3k27m.sum() == 1

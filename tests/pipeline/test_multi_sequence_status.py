@@ -78,7 +78,8 @@ def test_central_crop_keeps_the_middle_and_inverts_to_the_input_grid(tiny_cohort
     mask = np.asarray(build_postprocessing(preprocessing, threshold=0.5)({**data, "pred": pred})["pred"][0])
     assert mask.shape == nib.load(image_file).shape
     rows, cols = np.flatnonzero(mask.any((1, 2))), np.flatnonzero(mask.any((0, 2)))
-    (r0, c0), (r1, c1) = InPlaneForegroundCrop().compute_box(torch.as_tensor(np.asarray(nib.load(image_file).dataobj))[None])
+    stored = torch.as_tensor(np.asarray(nib.load(image_file).dataobj))[None]
+    (r0, c0), (r1, c1) = InPlaneForegroundCrop().compute_box(stored)
     # the model saw the central half of the head box (tiny_00 is stored RAS), nothing outside it
     assert abs(len(rows) - 0.5 * (r1 - r0)) <= 1 and abs(len(cols) - 0.5 * (c1 - c0)) <= 1
     assert rows[0] > r0 and rows[-1] < r1 - 1 and cols[0] > c0 and cols[-1] < c1 - 1
@@ -115,8 +116,9 @@ def test_one_channel_pretrained_encoder_loads_into_a_two_channel_net():
 
 @pytest.fixture(scope="module")
 def two_sequence_bundle(tmp_path_factory) -> Path:
-    root = copy_bundle(BUNDLE, tmp_path_factory.mktemp("b") / "two_seq", model_file="$@bundle_root + '/models/model.pt'",
-                       base_width=8, spatial_size=64, sw_batch_size=8, extra_sequences=["t1c"], center_crop_fraction=0.5)
+    root = copy_bundle(BUNDLE, tmp_path_factory.mktemp("b") / "two_seq",
+                       model_file="$@bundle_root + '/models/model.pt'", base_width=8, spatial_size=64,
+                       sw_batch_size=8, extra_sequences=["t1c"], center_crop_fraction=0.5)
     torch.manual_seed(0)
     net = build_h3k27m_export_net("full", base_width=8, img_size=64, in_channels=2)
     torch.save(net.state_dict(), root / "models" / "model.pt")
@@ -168,4 +170,5 @@ def test_bundle_config_without_extra_sequences_is_one_channel(tiny_cohort: Path,
     image = str(tiny_cohort.parent / "images" / "tiny_01_t2.nii.gz")
     from_config = parser.get_parsed_content("preprocessing")({"image": image})["image"]
     assert from_config.shape[0] == 1
-    assert torch.equal(from_config.as_tensor(), build_transforms("infer", spatial_size=64)({"image": image})["image"].as_tensor())
+    from_package = build_transforms("infer", spatial_size=64)({"image": image})["image"]
+    assert torch.equal(from_config.as_tensor(), from_package.as_tensor())
