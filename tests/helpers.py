@@ -23,9 +23,13 @@ TINY_SHAPE = (40, 36, 8)
 TINY_FEATURES = [4, 8, 16]
 
 
-def write_tiny_cohort(root: Path, n_patients: int = 6, seed: int = 0, unlabeled: int = 0) -> Path:
-    """Patients with a bright blob (the 'lesion') in a dim ellipse (the 'head'), two centers, RAS and LPS storage."""
+def write_tiny_cohort(root: Path, n_patients: int = 6, seed: int = 0, unlabeled: int = 0,
+                      extra_sequences: tuple[str, ...] = ()) -> Path:
+    """Patients with a bright blob (the 'lesion') in a dim ellipse (the 'head'), two centers, RAS and LPS storage.
+    ``extra_sequences`` (e.g. ``("flair",)``): an image and label of each beside the T2 ones (other contrast and
+    noise, same lesion; drawn from their own random stream, so the T2 images do not change)."""
     rng = np.random.default_rng(seed)
+    extra_rng = np.random.default_rng([seed, 1])
     rows = []
     grid = np.stack(np.meshgrid(*[np.arange(s) for s in TINY_SHAPE], indexing="ij"), -1).astype(float)
     for i in range(n_patients + unlabeled):
@@ -45,6 +49,14 @@ def write_tiny_cohort(root: Path, n_patients: int = 6, seed: int = 0, unlabeled:
         if i < n_patients:
             nib.save(nib.Nifti1Image(blob.astype(np.uint8), affine), str(root / "labels" / prediction_file_name(pid, "t2")))
             row["label_t2"] = f"labels/{prediction_file_name(pid, 't2')}"
+        for k, seq in enumerate(extra_sequences, start=1):
+            extra = (head * (100 - 15 * k) + blob * (150 + 40 * k) + extra_rng.normal(0, 8, TINY_SHAPE) * head)
+            nib.save(nib.Nifti1Image(extra.astype(np.float32), affine), str(root / "images" / f"{pid}_{seq}.nii.gz"))
+            row[seq] = f"images/{pid}_{seq}.nii.gz"
+            if i < n_patients:
+                nib.save(nib.Nifti1Image(blob.astype(np.uint8), affine),
+                         str(root / "labels" / prediction_file_name(pid, seq)))
+                row[f"label_{seq}"] = f"labels/{prediction_file_name(pid, seq)}"
         rows.append(row)
     manifest = root / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)

@@ -1,12 +1,14 @@
 """``dmg evaluate``: evaluate a folder of predicted masks against a cohort's references or a reference folder.
 
 Cohort mode (``--cohort SRC --sequence SEQ``): the prediction of each patient is
-``PRED_DIR/<patient_id>_<sequence>_seg.nii.gz``. Folder mode (``--ref REF_DIR``): every
+``PRED_DIR/<patient_id>_<sequence>_seg.nii.gz``. Several sequences (``--sequence t2 flair t1c``) are
+evaluated in one process, each into its own report folder ``REPORT_DIR/<sequence>`` (the same files a
+run with that one sequence writes into ``REPORT_DIR``). Folder mode (``--ref REF_DIR``): every
 ``REF_DIR/<name>.nii.gz`` is paired with ``PRED_DIR/<name>.nii.gz``; ``--cohort`` then only
 supplies centers (and images for the overlays). Missing, unreadable and misaligned cases are
 reported by name and skipped; the rest is evaluated. Writes ``cases.csv``, ``summary.csv``,
 ``summary.json``, ``figures/`` and ``report.html`` into ``--out``. Exit status 0 when at
-least one case was evaluated, 1 when none could be.
+least one case (of every sequence named) was evaluated, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pred", required=True, metavar="PRED_DIR", help="folder of predicted masks (NIfTI)")
     p.add_argument("--cohort", metavar="SRC", help="cohort: manifest.csv, datalist .json or a folder")
-    p.add_argument("--sequence", choices=SEQUENCES,
-                   help="sequence to evaluate (required with --cohort alone)")
+    p.add_argument("--sequence", nargs="+", choices=SEQUENCES,
+                   help="sequence(s) to evaluate (required with --cohort alone; several: one report each, "
+                        "in REPORT_DIR/<sequence>)")
     p.add_argument("--ref", metavar="REF_DIR", help="folder of reference masks, paired by file name")
     p.add_argument("--out", required=True, metavar="REPORT_DIR", help="output folder for the report")
     p.add_argument("--workers", type=int, default=_default_workers(),
@@ -49,17 +52,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation import EmptyCasePolicy, pair_cohort, pair_folders
+    from evaluation import EmptyCasePolicy
     from evaluation.atomic_io import check_writable_folder
-    from evaluation.summary import summary_table_text
     from pipeline.data.cohort import load_cohort
-    from pipeline.data.evaluation_items import all_label_items, labelled_items
     from pipeline.inference.sharded_evaluation import cohort_evaluator  # sharded under torchrun
 
+    sequences = list(dict.fromkeys(args.sequence or []))
     if args.ref is None and args.cohort is None:
         raise ValueError("give references: --cohort SRC --sequence SEQ, or --ref REF_DIR")
-    if args.ref is None and args.sequence is None:
+    if args.ref is None and not sequences:
         raise ValueError("--cohort needs --sequence (t1c, t2 or flair)")
+    if args.ref is not None and len(sequences) > 1:
+        raise ValueError("--ref pairs files by name whatever their sequence: give at most one --sequence with it")
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
     if args.bootstrap < 0:
@@ -80,40 +84,66 @@ def run(args: argparse.Namespace) -> int:
     policy = (EmptyCasePolicy(mode="raw") if args.policy == "raw"
               else EmptyCasePolicy(one_empty_hd95=args.one_empty_hd95))
 
-    check_writable_folder(args.out)  # before computing anything
-    sequences = [args.sequence] if args.sequence else list(SEQUENCES)
+    # one sequence (or --ref): the report in --out; several: one report per sequence in --out/<sequence>
+    outs = {seq: Path(args.out) / seq for seq in sequences} if len(sequences) > 1 else \
+        {sequences[0] if sequences else None: Path(args.out)}
+    for out in outs.values():
+        check_writable_folder(out)  # before computing anything
     cohort = load_cohort(args.cohort, strict=False, read_data=False, progress=False) if args.cohort else None
-    inputs = {"predictions": str(Path(args.pred).resolve())}
-    if args.ref is None:
-        items, known_failures, unlabeled = labelled_items(cohort, sequences)
-        if not items and not known_failures:
-            raise ValueError(f"{args.cohort}: no patient has a {args.sequence} reference label")
-        pairing = pair_cohort(args.pred, items, known_failures)
-        inputs.update({"cohort": str(cohort.source.resolve()), "sequence": args.sequence})
-        if unlabeled:
-            inputs["without a reference label (not evaluated)"] = ", ".join(unlabeled)
-    else:
-        items = all_label_items(cohort, sequences) if cohort is not None else None
-        pairing = pair_folders(args.pred, args.ref, cohort_items=items, sequence=args.sequence,
-                               ref_label_classes=ref_classes)
-        inputs["references"] = str(Path(args.ref).resolve())
-        if cohort is not None:
-            inputs["cohort (centers)"] = str(cohort.source.resolve())
+    jobs = {seq: (_cohort_job(args, cohort, seq) if args.ref is None else _folder_job(args, cohort, seq, ref_classes))
+            for seq in outs}  # every sequence paired (and checked) before any is evaluated
     evaluator = cohort_evaluator(policy=policy, workers=args.workers, affine_atol=args.affine_tol,
                                 bootstrap=args.bootstrap, seed=args.seed)
-    title = args.title or f"Cohort evaluation: {Path(args.pred).name}" + (f" ({args.sequence})" if args.sequence else "")
-    result = evaluator.run(pairing, args.out, title=title, inputs=inputs)
+    evaluated = []
+    for seq, (pairing, inputs, unlabeled) in jobs.items():
+        title = args.title or f"Cohort evaluation: {Path(args.pred).name}" + (f" ({seq})" if seq else "")
+        result = evaluator.run(pairing, outs[seq], title=title, inputs=inputs)
+        _print_result(result, policy.mode, outs[seq], seq, unlabeled, prefix=f"{seq}: " if len(outs) > 1 else "")
+        evaluated.append(result.n_evaluated)
+    return 0 if all(evaluated) else 1
 
-    print(f"{len(result.cases)} cases: {result.n_evaluated} evaluated, {result.n_failed} failed "
-          f"(empty-case policy: {policy.mode})")
+
+def _cohort_job(args: argparse.Namespace, cohort, sequence: str):
+    """``(pairing, report inputs, unlabeled patients)`` of one sequence of ``--cohort``."""
+    from evaluation import pair_cohort
+    from pipeline.data.evaluation_items import labelled_items
+
+    items, known_failures, unlabeled = labelled_items(cohort, [sequence])
+    if not items and not known_failures:
+        raise ValueError(f"{args.cohort}: no patient has a {sequence} reference label")
+    inputs = {"predictions": str(Path(args.pred).resolve()), "cohort": str(cohort.source.resolve()),
+              "sequence": sequence}
+    if unlabeled:
+        inputs["without a reference label (not evaluated)"] = ", ".join(unlabeled)
+    return pair_cohort(args.pred, items, known_failures), inputs, unlabeled
+
+
+def _folder_job(args: argparse.Namespace, cohort, sequence: str | None, ref_classes: list[int] | None):
+    """``(pairing, report inputs, [])`` of ``--ref`` folder mode (the cohort, if any, only supplies centers)."""
+    from evaluation import pair_folders
+    from pipeline.data.evaluation_items import all_label_items
+
+    items = all_label_items(cohort, [sequence] if sequence else list(SEQUENCES)) if cohort is not None else None
+    pairing = pair_folders(args.pred, args.ref, cohort_items=items, sequence=sequence, ref_label_classes=ref_classes)
+    inputs = {"predictions": str(Path(args.pred).resolve()), "references": str(Path(args.ref).resolve())}
+    if cohort is not None:
+        inputs["cohort (centers)"] = str(cohort.source.resolve())
+    return pairing, inputs, []
+
+
+def _print_result(result, policy_mode: str, out: Path, sequence: str | None, unlabeled: list[str],
+                  prefix: str = "") -> None:
+    from evaluation.summary import summary_table_text
+
+    print(f"{prefix}{len(result.cases)} cases: {result.n_evaluated} evaluated, {result.n_failed} failed "
+          f"(empty-case policy: {policy_mode})")
     if result.n_evaluated:
         print(summary_table_text(result.summary))
     for failure in result.failures:
         print(f"  FAILED {failure}")
-    if args.ref is None and unlabeled:
-        print(f"  {len(unlabeled)} patient(s) without a {args.sequence} reference label were not evaluated: "
+    if unlabeled:
+        print(f"  {len(unlabeled)} patient(s) without a {sequence} reference label were not evaluated: "
               + ", ".join(unlabeled))
     if result.unpaired_predictions:
         print(f"  {len(result.unpaired_predictions)} prediction(s) match no reference (see the report)")
-    print(f"report: {Path(args.out) / 'report.html'}")
-    return 0 if result.n_evaluated else 1
+    print(f"report: {out / 'report.html'}")

@@ -1,12 +1,15 @@
 """``dmg segment``: run a trained segmentation bundle (or a TorchScript model) over every patient of a cohort.
 
-Writes ``<patient_id>_<sequence>_seg.nii.gz`` (uint8, on each input's own grid, affine and header) and
-``segment_report.csv`` (patient_id, status done/reused/skipped/failed, reason, seconds) to ``--out``.
+``--sequence t2 flair t1c`` segments several sequences in one process, each with its own model (loaded
+once), one after the other. Writes ``<patient_id>_<sequence>_seg.nii.gz`` (uint8, on each input's own
+grid, affine and header) and one ``segment_report.csv`` (patient_id, sequence, status
+done/reused/skipped/failed, reason, seconds, stage times) to ``--out``.
 Resumes: a patient whose mask already exists and is readable is not redone unless ``--overwrite``;
 ``segment_model_<sequence>.json`` records the weights (SHA-256) and threshold, and resuming a folder
 with other ones is refused, so a folder never mixes two models' masks.
-Weights: ``--model FILE`` (state dict or TorchScript), else ``BUNDLE/models/model_<sequence>.pt``,
-else ``BUNDLE/models/model_<sequence>.ts``. Exit code 0 when at least one patient has a mask, else 1.
+Weights: ``--model FILE`` (state dict or TorchScript; one sequence only), else
+``BUNDLE/models/model_<sequence>.pt``, else ``BUNDLE/models/model_<sequence>.ts``.
+Exit code 0 when every named sequence has at least one patient with a mask, else 1.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", required=True, help="bundle folder (with configs/inference.json)")
     p.add_argument("--cohort", required=True, help="manifest.csv, datalist .json, or a folder (manifest or BraTS)")
-    p.add_argument("--sequence", required=True, choices=SEQUENCES, help="MRI sequence to segment")
+    p.add_argument("--sequence", required=True, nargs="+", choices=SEQUENCES,
+                   help="MRI sequence(s) to segment, each with its bundle model (e.g. --sequence t2 flair t1c)")
     p.add_argument("--out", required=True, help="output folder for the masks and segment_report.csv")
     p.add_argument("--model", default=None, metavar="FILE",
                    help="weights: PyTorch state dict or TorchScript file "
-                        "(default: BUNDLE/models/model_<sequence>.pt, else .ts)")
+                        "(default: BUNDLE/models/model_<sequence>.pt, else .ts); with one --sequence only")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--overwrite", action="store_true", help="redo patients whose mask already exists")
     p.add_argument("--trust-bundle", action="store_true",
@@ -43,16 +47,24 @@ def run(args: argparse.Namespace) -> int:
 
     from pipeline.inference import CohortSegmenter, load_segmentation_model, parse_overrides
 
-    model = load_segmentation_model(args.bundle, args.sequence, model_file=args.model, device=args.device,
-                                    overrides=parse_overrides(args.overrides), runtime=args.runtime,
-                                    trust_bundle=args.trust_bundle)
-    logging.getLogger(__name__).info("model: %s", model.describe())
-    segmenter = CohortSegmenter(model, args.out, overwrite=args.overwrite)
+    sequences = list(dict.fromkeys(args.sequence))
+    if args.model is not None and len(sequences) > 1:
+        raise ValueError(f"--model {args.model} is one sequence's weights: give one --sequence with it, "
+                         f"not {' '.join(sequences)}")
+    overrides = parse_overrides(args.overrides)
+    models = []
+    for sequence in sequences:  # all loaded before the first patient: a missing model fails at once
+        models.append(load_segmentation_model(args.bundle, sequence, model_file=args.model, device=args.device,
+                                              overrides=overrides, runtime=args.runtime,
+                                              trust_bundle=args.trust_bundle))
+        logging.getLogger(__name__).info("model: %s", models[-1].describe())
+    segmenter = CohortSegmenter(models, args.out, overwrite=args.overwrite)
     try:
         report = segmenter.run(args.cohort)
     finally:
         segmenter.ranks.close()  # under torchrun: leave the gloo group before exit (or the process aborts)
     print(report.summary())
-    for result in report.problems:
-        print(f"  {result.status.upper()} patient {result.patient_id!r}: {result.image or '-'}: {result.reason}")
+    for result in report.problems:  # with several sequences each line says which (as check-cohort's do)
+        which = f", {result.sequence}" if len(sequences) > 1 else ""
+        print(f"  {result.status.upper()} patient {result.patient_id!r}{which}: {result.image or '-'}: {result.reason}")
     return 0 if report.ok else 1

@@ -1,21 +1,25 @@
-"""Segment every patient of a cohort with a :class:`~pipeline.inference.model.SegmentationModel`.
+"""Segment every patient of a cohort with one :class:`~pipeline.inference.model.SegmentationModel` per sequence.
 
-Per patient, one of four outcomes (``segment_report.csv`` in the output folder):
+One run segments every sequence it has a model for (``dmg segment --sequence t2 flair t1c``: one process,
+each model loaded once), sequence after sequence. Per patient and sequence, one of four outcomes
+(``segment_report.csv`` in the output folder):
 
 * ``done``: segmented; ``<patient_id>_<sequence>_seg.nii.gz`` written atomically (temp file in the
   same folder, then ``os.replace``), uint8, on the input's shape and affine with its header
   (qform/sform codes, units, pixdim) and no intensity scaling;
 * ``reused``: the output already exists and is a binary (0/1) integer NIfTI on the input's shape and
-  affine (resume; any other file there is redone, the reason says why); ``overwrite=True`` redoes it. ``segment_model_<sequence>.json`` records which weights (SHA-256)
-  and threshold made the masks of a folder; resuming with different ones is refused (a folder
-  never mixes two models' masks) unless ``overwrite=True``;
+  affine (resume; any other file there is redone, the reason says why); ``overwrite=True`` redoes it.
+  ``segment_model_<sequence>.json`` records which weights (SHA-256) and threshold made the masks of a
+  folder; resuming with different ones is refused (a folder never mixes two models' masks) unless
+  ``overwrite=True``; with several sequences, every record is checked before any is written;
 * ``skipped``: the input cannot be used: a cohort problem found by ``load_cohort`` (missing or
   unreadable file, not 3D, ...), no image for the sequence, a float image with NaN or infinite
   values (as ``check-cohort`` reports them), or an image that fails to load or preprocess (truncated data);
 * ``failed``: inference or writing failed for that patient (the run goes on).
 
-The report is rewritten (atomically) after every patient, so an interrupted run leaves one; it has a
-``sequence`` column, and the rows of the other sequences segmented into the same folder are kept.
+The report is rewritten (atomically) after every patient, so an interrupted run leaves one; it is one
+table for all sequences (a ``sequence`` column), and the rows of other sequences segmented into the same
+folder by earlier runs are kept.
 
 The output folder (:mod:`pipeline.inference.output_folder`) must not hold the cohort's images or
 reference labels, nor files ``dmg segment`` does not write; it is checked writable before any work,
@@ -24,11 +28,12 @@ mask is a NIfTI on the series' grid. A full disk or read-only folder while writi
 (:class:`OutputWriteError`); atomic writes leave nothing half-written.
 
 Stages overlap (:mod:`pipeline.inference.prefetch`, ``overlap=True``): the next patient is loaded and
-preprocessed in a background thread while this one is inferred, and masks are written in another;
+preprocessed in a background thread while this one is inferred (across sequences too: the first patient
+of the next sequence while the last of this one is inferred), and masks are written in another;
 ``load_s``, ``infer_s`` and ``write_s`` in the report are each patient's stage times (``seconds`` their
-sum). Under ``torchrun`` (:mod:`pipeline.inference.distributed`) each rank segments its own patients
-and writes their masks; rank 0 checks and locks the folder, records the model and writes the report of
-all patients.
+sum). Under ``torchrun`` (:mod:`pipeline.inference.distributed`) each rank segments every sequence of
+its own patients and writes their masks; rank 0 checks and locks the folder, records the models and
+writes the report of all patients.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import os
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -89,6 +95,7 @@ class CaseResult:
     load_s: float = 0.0
     infer_s: float = 0.0
     write_s: float = 0.0
+    sequence: str = ""
 
 
 @dataclass
@@ -103,22 +110,26 @@ class PreparedCase:
 
 @dataclass
 class SegmentationReport:
-    """Results of one cohort run, in cohort order."""
+    """Results of one cohort run, sequence after sequence, each in cohort order."""
 
-    sequence: str
+    sequences: tuple[str, ...]
     output_dir: Path
     results: list[CaseResult] = field(default_factory=list)
     seconds: float = 0.0
+    sequence_ends: dict[str, float] = field(default_factory=dict)  # seconds into the run of each one's last result
     other_rows: list[dict] = field(default_factory=list)  # rows of other sequences already in the report
 
     @property
     def counts(self) -> Counter:
         return Counter(r.status for r in self.results)
 
+    def counts_of(self, sequence: str) -> Counter:
+        return Counter(r.status for r in self.results if r.sequence == sequence)
+
     @property
     def ok(self) -> bool:
-        """At least one patient has a mask (segmented now or reused)."""
-        return self.counts["done"] + self.counts["reused"] > 0
+        """Every sequence has at least one patient with a mask (segmented now or reused)."""
+        return all(c["done"] + c["reused"] > 0 for c in map(self.counts_of, self.sequences))
 
     @property
     def problems(self) -> list[CaseResult]:
@@ -129,10 +140,33 @@ class SegmentationReport:
         return self.output_dir / REPORT_NAME
 
     def summary(self) -> str:
-        c = self.counts
-        return (f"{self.sequence}: {c['done']} segmented, {c['reused']} reused, {c['skipped']} skipped, "
-                f"{c['failed']} failed of {len(self.results)} patients in {self.seconds:.1f} s; "
-                f"masks and {REPORT_NAME} in {self.output_dir}")
+        """One line per sequence (with several, each one's part of the run time, then the whole run's)."""
+        lines = []
+        for sequence in self.sequences:
+            c = self.counts_of(sequence)
+            seconds = self.seconds if len(self.sequences) == 1 else self.sequence_seconds[sequence]
+            lines.append(f"{sequence}: {c['done']} segmented, {c['reused']} reused, {c['skipped']} skipped, "
+                         f"{c['failed']} failed of {sum(c.values())} patients in {seconds:.1f} s; "
+                         f"masks and {REPORT_NAME} in {self.output_dir}")
+        if len(self.sequences) > 1:
+            lines.append(f"{len(self.sequences)} sequences in {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+    @property
+    def sequence_seconds(self) -> dict[str, float]:
+        """Wall seconds of each sequence's part of the run: from the end of the previous one's to its last result."""
+        parts, previous = {}, 0.0
+        for sequence in self.sequences:
+            end = self.sequence_ends.get(sequence, previous)
+            parts[sequence], previous = max(0.0, end - previous), max(previous, end)
+        return parts
+
+    def add(self, results: list[CaseResult], seconds: float) -> None:
+        """Add finished results, ``seconds`` into the run."""
+        self.results.extend(results)
+        self.seconds = seconds
+        for result in results:
+            self.sequence_ends[result.sequence] = seconds
 
     def write_csv(self) -> Path:
         buffer = io.StringIO()
@@ -140,12 +174,13 @@ class SegmentationReport:
         writer.writeheader()
         writer.writerows(self.other_rows)
         for result in self.results:
-            writer.writerow({**asdict(result), "sequence": self.sequence, "seconds": f"{result.seconds:.3f}",
+            writer.writerow({**asdict(result), "seconds": f"{result.seconds:.3f}",
                              **{k: f"{getattr(result, k):.3f}" for k in STAGE_COLUMNS}})
         return atomic_write_text(self.report_file, buffer.getvalue())
 
     def keep_other_sequences(self) -> None:
-        """Keep the rows of other sequences from an existing report (older reports: sequence from the output name)."""
+        """Keep the rows of the sequences not run now from an existing report (older reports: sequence from the
+        output name)."""
         try:
             with open(self.report_file, newline="") as f:
                 rows = list(csv.DictReader(f))
@@ -156,7 +191,7 @@ class SegmentationReport:
                 from exc
         for row in rows:
             sequence = row.get("sequence") or prediction_sequence(str(row.get("output", ""))) or ""
-            if sequence and sequence != self.sequence:
+            if sequence and sequence not in self.sequences:
                 self.other_rows.append({k: row.get(k, "") for k in REPORT_COLUMNS} | {"sequence": sequence})
 
 
@@ -233,11 +268,18 @@ def _model_input(image_file: str, reference: nib.spatialimages.SpatialImage | No
 
 
 class CohortSegmenter:
-    """Run a :class:`SegmentationModel` over a cohort, resumably, writing masks and ``segment_report.csv``."""
+    """Run one :class:`SegmentationModel` per sequence over a cohort, resumably, writing masks and
+    ``segment_report.csv``. ``models``: one model, or several for different sequences (run in that order)."""
 
-    def __init__(self, model: SegmentationModel, output_dir: str | os.PathLike, overwrite: bool = False,
-                 progress: bool = True, overlap: bool = True, ranks: CohortRanks | None = None) -> None:
-        self.model = model
+    def __init__(self, models: SegmentationModel | Sequence[SegmentationModel], output_dir: str | os.PathLike,
+                 overwrite: bool = False, progress: bool = True, overlap: bool = True,
+                 ranks: CohortRanks | None = None) -> None:
+        models = list(models) if isinstance(models, (list, tuple)) else [models]
+        if not models:
+            raise ValueError("no model to segment with")
+        self.models = {model.sequence: model for model in models}
+        if len(self.models) != len(models):
+            raise ValueError(f"one model per sequence, got {[m.sequence for m in models]}")
         self.output_dir = Path(output_dir)
         self.overwrite = overwrite
         self.progress = progress
@@ -245,58 +287,63 @@ class CohortSegmenter:
         self.ranks = ranks if ranks is not None else CohortRanks.from_environment()
 
     @property
-    def sequence(self) -> str:
-        return self.model.sequence
+    def sequences(self) -> tuple[str, ...]:
+        return tuple(self.models)
 
-    def output_path(self, patient_id: str) -> Path:
-        return prediction_path(self.output_dir, patient_id, self.sequence)
+    def output_path(self, patient_id: str, sequence: str) -> Path:
+        return prediction_path(self.output_dir, patient_id, sequence)
 
-    def blocking_issues(self, cohort: Cohort, case: dict) -> list[CohortIssue]:
-        """Problems that stop this patient's segmentation: case-level ones and those of this sequence's image
-        (a bad reference *label* does not matter for inference)."""
-        label = case.get(f"label_{self.sequence}")
+    @staticmethod
+    def blocking_issues(cohort: Cohort, case: dict, sequence: str) -> list[CohortIssue]:
+        """Problems that stop this patient's segmentation of ``sequence``: case-level ones and those of that
+        sequence's image (a bad reference *label* does not matter for inference)."""
+        label = case.get(f"label_{sequence}")
         return [i for i in cohort.issues if i.patient_id == case["patient_id"]
-                and (i.sequence is None or (i.sequence == self.sequence and i.file != label))]
+                and (i.sequence is None or (i.sequence == sequence and i.file != label))]
 
     def run(self, cohort: str | os.PathLike | Cohort) -> SegmentationReport:
         """Segment every patient of ``cohort`` (a source for ``load_cohort`` or a loaded :class:`Cohort`)."""
         if not isinstance(cohort, Cohort):
-            cohort = load_cohort(cohort, strict=False, read_data=False, sequence=self.sequence,
-                                 progress=self.progress)
+            single = self.sequences[0] if len(self.sequences) == 1 else None  # names Decathlon image/label items
+            cohort = load_cohort(cohort, strict=False, read_data=False, sequence=single, progress=self.progress)
         with contextlib.ExitStack() as stack:
             def start() -> None:  # rank 0 only under torchrun; the other ranks wait for it
                 check_output_folder(self.output_dir, _cohort_files(cohort))
                 check_writable_folder(self.output_dir)
                 stack.enter_context(OutputFolderLock(self.output_dir))
                 check_output_folder(self.output_dir, _cohort_files(cohort))  # again, now that no other run writes
-                self.check_model_record()
+                records = {sequence: self.checked_model_record(sequence) for sequence in self.sequences}
+                for sequence, record in records.items():  # all checked before any is written
+                    atomic_write_text(self.model_record_path(sequence), json.dumps(record, indent=2) + "\n")
 
             self.ranks.on_main(start)
             return self._run_locked(cohort)
 
     def _run_locked(self, cohort: Cohort) -> SegmentationReport:
         ranks = self.ranks
-        report = SegmentationReport(self.sequence, self.output_dir)
+        report = SegmentationReport(self.sequences, self.output_dir)
         if ranks.is_main:
             report.keep_other_sequences()
-        order = [c["patient_id"] for c in cohort.cases]
+        order = [(sequence, c["patient_id"]) for sequence in self.sequences for c in cohort.cases]
         start = time.perf_counter()
-        cases = ranks.shard(cohort.cases)
+        cases = ranks.shard(cohort.cases)  # each rank its own patients, every sequence of them
         if ranks.distributed:
-            logger.info("rank %d of %d: %d of %d patients", ranks.rank, ranks.world_size, len(cases), len(order))
-        bar = tqdm(total=len(cases), desc=f"segmenting {self.sequence}", unit="patient", disable=not self.progress)
+            logger.info("rank %d of %d: %d of %d patients", ranks.rank, ranks.world_size, len(cases),
+                        len(cohort.cases))
+        items = [(sequence, case) for sequence in self.sequences for case in cases]
+        bar = tqdm(total=len(items), desc=f"segmenting {', '.join(self.sequences)}", unit="patient",
+                   disable=not self.progress)
         writer = BackgroundWriter(enabled=self.overlap)
 
         def record(results: list[CaseResult]) -> None:
-            report.results.extend(results)
+            report.add(results, time.perf_counter() - start)
             bar.update(len(results))
-            report.seconds = time.perf_counter() - start
             if results and ranks.is_main:
                 report.write_csv()
 
-        try:
-            for case, prepared, _ in prefetched(cases, lambda c: self.prepare_case(cohort, c),
-                                                depth=1 if self.overlap else 0):
+        try:  # the next item is prepared while this one is inferred, across sequences too
+            for (_, case), prepared, _ in prefetched(items, lambda item: self.prepare_case(cohort, item[1], item[0]),
+                                                     depth=1 if self.overlap else 0):
                 bar.set_postfix_str(str(case.get("patient_id", "")), refresh=False)
                 image = self.infer_case(prepared)
                 if image is None:
@@ -317,21 +364,25 @@ class CohortSegmenter:
         finally:
             writer.close()
             bar.close()
-        report.results = ranks.gather(report.results, key=lambda r: r.patient_id, order=order)
+        report.results = ranks.gather(report.results, key=lambda r: (r.sequence, r.patient_id), order=order)
         report.seconds = time.perf_counter() - start
         if ranks.is_main:
             report.write_csv()
         return report
 
-    def model_record(self) -> dict:
-        """What identifies the masks this segmenter writes: the weights' SHA-256 and the threshold."""
-        return {"sequence": self.sequence, "model_file": str(Path(self.model.model_file).resolve()),
-                "sha256": sha256_file(self.model.model_file), "threshold": self.model.threshold}
+    def model_record(self, sequence: str) -> dict:
+        """What identifies the ``sequence`` masks this segmenter writes: the weights' SHA-256 and the threshold."""
+        model = self.models[sequence]
+        return {"sequence": sequence, "model_file": str(Path(model.model_file).resolve()),
+                "sha256": sha256_file(model.model_file), "threshold": model.threshold}
 
-    def check_model_record(self) -> None:
-        """Refuse to resume a folder whose masks another model made; record this model otherwise."""
-        path = self.output_dir / MODEL_RECORD.format(sequence=self.sequence)
-        record = self.model_record()
+    def model_record_path(self, sequence: str) -> Path:
+        return self.output_dir / MODEL_RECORD.format(sequence=sequence)
+
+    def checked_model_record(self, sequence: str) -> dict:
+        """This run's record of the ``sequence`` model; refuses to resume a folder whose masks another model made."""
+        path = self.model_record_path(sequence)
+        record = self.model_record(sequence)
         if path.is_file() and not self.overwrite:
             try:
                 previous = json.loads(path.read_text())
@@ -339,15 +390,16 @@ class CohortSegmenter:
                 raise ValueError(f"{path}: unreadable model record ({exc}); delete it or pass --overwrite") from exc
             if (previous.get("sha256"), previous.get("threshold")) != (record["sha256"], record["threshold"]):
                 raise ValueError(
-                    f"{self.output_dir} holds {self.sequence} masks made by {previous.get('model_file')} "
+                    f"{self.output_dir} holds {sequence} masks made by {previous.get('model_file')} "
                     f"(sha256 {str(previous.get('sha256'))[:12]}, threshold {previous.get('threshold')}), not by "
                     f"{record['model_file']} (sha256 {record['sha256'][:12]}, threshold {record['threshold']}): "
                     "pass --overwrite to redo them, or choose another --out")
-        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+        return record
 
-    def segment_case(self, cohort: Cohort, case: dict) -> CaseResult:
-        """Segment one patient dict of ``cohort``, stage after stage (never raises for a per-patient problem)."""
-        prepared = self.prepare_case(cohort, case)
+    def segment_case(self, cohort: Cohort, case: dict, sequence: str) -> CaseResult:
+        """Segment one patient dict of ``cohort`` for ``sequence``, stage after stage (never raises for a
+        per-patient problem)."""
+        prepared = self.prepare_case(cohort, case, sequence)
         image = self.infer_case(prepared)
         return prepared.result if image is None else self.write_case(prepared, image)
 
@@ -360,12 +412,13 @@ class CohortSegmenter:
             logger.debug("%s %s: %s", status, result.patient_id, reason)
         return result
 
-    def prepare_case(self, cohort: Cohort, case: dict) -> PreparedCase:
-        """Load stage: checks, resume, load and preprocess; ``data`` is ``None`` when the result is final."""
+    def prepare_case(self, cohort: Cohort, case: dict, sequence: str) -> PreparedCase:
+        """Load stage of ``sequence``: checks, resume, load and preprocess; ``data`` is ``None`` when the result is
+        final."""
         start = time.perf_counter()
-        pid, image_file = case["patient_id"], case.get(self.sequence)
-        output = self.output_path(pid)
-        result = CaseResult(pid, "skipped", image=image_file or "", output=str(output))
+        pid, image_file = case["patient_id"], case.get(sequence)
+        output = self.output_path(pid, sequence)
+        result = CaseResult(pid, "skipped", image=image_file or "", output=str(output), sequence=sequence)
         prepared = PreparedCase(result)
 
         def finish(status: str, reason: str = "") -> PreparedCase:
@@ -373,12 +426,12 @@ class CohortSegmenter:
             self._finish(result, status, reason)
             return prepared
 
-        issues = self.blocking_issues(cohort, case)
+        issues = self.blocking_issues(cohort, case, sequence)
         if issues:
             result.image = issues[0].file if issues[0].file != "-" else result.image
             return finish("skipped", "; ".join(i.problem for i in issues))
         if image_file is None:
-            return finish("skipped", f"no {self.sequence} image in the cohort")
+            return finish("skipped", f"no {sequence} image in the cohort")
         try:
             reference = load_image(image_file)
         except Exception as exc:
@@ -392,7 +445,7 @@ class CohortSegmenter:
             if reference.get_data_dtype().kind == "f" and not np.isfinite(np.asanyarray(reference.dataobj)).all():
                 return finish("skipped", "image contains NaN or infinite values")
             with _model_input(image_file, reference) as model_input:
-                prepared.data = self.model.preprocess(model_input, patient_id=pid)
+                prepared.data = self.models[sequence].preprocess(model_input, patient_id=pid)
         except Exception as exc:
             return finish("skipped", f"cannot read or preprocess the image ({_reason(exc)})")
         prepared.reference = reference
@@ -406,7 +459,7 @@ class CohortSegmenter:
         start = time.perf_counter()
         result, reference = prepared.result, prepared.reference
         try:
-            mask, affine = self.model.predict(prepared.data)
+            mask, affine = self.models[result.sequence].predict(prepared.data)
             if affine is not None and not np.allclose(affine, reference.affine, atol=AFFINE_TOLERANCE_MM):
                 raise ValueError("the inverted prediction's affine differs from the input's")
             image = mask_image_like(mask, reference)

@@ -31,7 +31,7 @@ def test_the_cli_offers_the_vocabulary_sequences():
     for command in ("segment", "evaluate"):
         with pytest.raises(SystemExit):
             parser.parse_args([command, "--sequence", "t1"])
-    assert parser.parse_args(["evaluate", "--pred", "p", "--out", "o", "--sequence", SEQUENCES[-1]]).sequence == "flair"
+    assert parser.parse_args(["evaluate", "--pred", "p", "--out", "o", "--sequence", SEQUENCES[-1]]).sequence == ["flair"]
 
 
 def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
