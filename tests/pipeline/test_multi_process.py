@@ -17,7 +17,7 @@ from monai.bundle import run as run_bundle
 
 from pipeline.inference.distributed import CohortRanks
 from pipeline.bundle_trust.trust import use_bundle_code
-from tests.helpers import TINY_FEATURES as FEATURES, copy_bundle, tiny_generator
+from tests.helpers import TINY_FEATURES as FEATURES, copy_bundle, tiny_generator, write_tiny_cohort
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "dmg_mscg_segmentation"
 pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # each test starts torchrun
@@ -87,6 +87,30 @@ def test_dmg_segment_under_torchrun_equals_one_process(tiny_bundle: Path, tiny_c
     assert list(report.patient_id) == list(expected.patient_id) == list(pd.read_csv(tiny_cohort).patient_id)
     assert (report.status == "done").all()
     assert not list(sharded.glob(".*lock*")), "rank 0 left its lock"
+
+
+def test_dmg_segment_of_two_sequences_under_torchrun_writes_every_mask_once(tmp_path: Path):
+    """Each rank segments both sequences of its own patients; the masks and report equal one process's."""
+    from pipeline.cli import main
+
+    cohort = write_tiny_cohort(tmp_path / "cohort", n_patients=4, unlabeled=1, extra_sequences=("flair",))
+    bundle = copy_bundle(BUNDLE, tmp_path / "bundle", features=FEATURES, spatial_size=32)
+    for seed, sequence in enumerate(("t2", "flair")):
+        torch.save(tiny_generator(cohort.parent, seed=seed).state_dict(), bundle / "models" / f"model_{sequence}.pt")
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    common = ["--bundle", str(bundle), "--cohort", str(cohort), "--sequence", "t2", "flair", "--device", "cpu"]
+    assert main(["segment", *common, "--out", str(single)]) == 0
+    done = _torchrun("-m", "pipeline.cli", "segment", *common, "--out", str(sharded))
+    assert done.returncode == 0, done.stderr[-3000:]
+    patients = list(pd.read_csv(cohort).patient_id)
+    assert "rank 0 of 2: 3 of 5 patients" in done.stderr and "rank 1 of 2: 2 of 5 patients" in done.stderr
+    ours, reference = _masks(sharded), _masks(single)
+    assert len(reference) == 2 * len(patients) and sorted(ours) == sorted(reference)
+    for name in reference:
+        np.testing.assert_array_equal(ours[name], reference[name], err_msg=name)
+    report = pd.read_csv(sharded / "segment_report.csv")
+    assert list(zip(report.sequence, report.patient_id)) == [(s, p) for s in ("t2", "flair") for p in patients]
+    assert (report.status == "done").all()
 
 
 def test_dmg_evaluate_under_torchrun_equals_one_process(tiny_cohort: Path, tmp_path: Path):
