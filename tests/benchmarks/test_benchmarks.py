@@ -50,24 +50,53 @@ def test_sizes_are_ordered():
 
 
 def test_cohort_table_and_targets_follow_the_measured_numbers():
+    """Both steps reported (``dmg segment`` alone, the criterion, and segment + evaluate), each from its own times."""
     from benchmarks.cohort import DEFAULT, PLAIN, TORCH, cohort_targets, render_cohort
 
-    def runs(quiet: float, loaded: float) -> dict:
-        return {"quiet": [{"seconds": quiet, "segment_s": quiet / 2, "peak_mb": 500.0}],
-                "loaded": [{"seconds": loaded, "segment_s": loaded / 2, "peak_mb": 510.0}]}
+    def runs(quiet: float, loaded: float, segment_quiet: float, segment_loaded: float) -> dict:
+        return {"quiet": [{"seconds": quiet, "segment_s": segment_quiet, "segment_peak_mb": 400.0,
+                           "peak_mb": 500.0}],
+                "loaded": [{"seconds": loaded, "segment_s": segment_loaded, "segment_peak_mb": 420.0,
+                            "peak_mb": 510.0}]}
 
-    res = {"patients": 10, "runs": {DEFAULT: runs(10.0, 14.0), TORCH: runs(25.0, 60.0), PLAIN: runs(40.0, 90.0)},
+    res = {"patients": 10, "runs": {DEFAULT: runs(10.0, 14.0, 6.0, 8.0), TORCH: runs(25.0, 60.0, 18.0, 40.0),
+                                    PLAIN: runs(40.0, 90.0, 33.0, 75.0)},
            "flipped": (3, 1000, 30), "flipped_plain": (5, 1000, 30),
            "stages": {"load_s": 0.5, "infer_s": 1.0, "write_s": 0.1, "seconds": 1.6},
-           "torchrun": {1: {"seconds": 20.0, "threads": 2, "masks": 10}, 2: {"seconds": 12.0, "threads": 1, "masks": 9}},
+           "torchrun": {1: {"seconds": 20.0, "threads": 2, "masks": 10},
+                        2: {"seconds": 12.0, "threads": 1, "masks": 9}},
            "usable_cpus": 2, "loadavg": (1.0, 2.0)}
     text = "\n".join(render_cohort(res))
-    assert "| dmg segment (default: ONNX Runtime) | 10.0 | 180.0 | 14.0 | 1.40 | 4.00 | 6.43 | 510 |" in text
+    assert ("| `dmg segment` | dmg segment (default: ONNX Runtime) | 6.0 | 8.0 | 1.33 | 300.0 | 3.00, 5.00 | "
+            "5.50, 9.38 | 420 |") in text
+    assert ("| segment + evaluate | dmg segment (default: ONNX Runtime) | 10.0 | 14.0 | 1.40 | 180.0 | 2.50, 4.29 | "
+            "4.00, 6.43 | 510 |") in text
+    assert "`dmg segment` alone: 3.00× quiet, 5.00× loaded; segment + evaluate: 2.50× quiet, 4.29× loaded" in text
     assert "3 of 1000 mask voxels differ over 30 masks" in text
     targets = cohort_targets(res)
-    assert targets[0].startswith("* `dmg segment` default ≥2× (goal 3×) `--runtime torch` end to end: 2.50× — met.")
-    assert "1.40× — met" in targets[1] and "4.00× — met" in targets[2]
+    assert targets[0].startswith("* `dmg segment` default ≥2× (goal 3×) `--runtime torch` end to end")
+    assert targets[0].endswith(": 3.00× — met (goal met).")
+    assert "1.33× — met" in targets[1] and "4.00× — met (`dmg segment` alone: 5.50×)" in targets[2]
     assert "9 of 10 masks — missed" in targets[3]
+    from benchmarks.merge import PART_SECTIONS
+
+    assert all(t.startswith(PART_SECTIONS["cohort"][1]) for t in targets)  # merge.py keeps them when not rerun
+
+
+def test_a_started_process_reports_its_own_peak_memory_not_this_one(tmp_path: Path):
+    """Linux hands a parent's peak resident size to the child it forks; the cohort part measures through a launcher."""
+    import resource
+    import sys
+
+    from benchmarks.cohort import _run
+
+    ballast = np.ones(200 * 2**20 // 8)  # this process now holds 200 MB more than a bare interpreter
+    parent_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    seconds, peak_mb = _run([sys.executable, "-c", "pass"])
+    assert ballast.sum() > 0 and seconds > 0 and parent_mb > 200
+    assert peak_mb < 100, f"a bare interpreter measured at {peak_mb:.0f} MB (this process: {parent_mb:.0f} MB)"
+    with pytest.raises(RuntimeError, match="exited 3: boom"):
+        _run([sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"])
 
 
 def test_parts_not_run_keep_their_earlier_sections_and_targets():
