@@ -52,8 +52,9 @@ def expected_auroc(probabilities: Sequence[float]) -> float:
     order = np.argsort(p, kind="mergesort")
     p_sorted, q_sorted = p[order], 1.0 - p[order]
     # sum over j of (1 - p_j) for p_j < p_i, plus half of the tied ones (excluding j = i itself)
-    ranks = rankdata(p_sorted, method="min") - 1  # index of the first element of each tie block
-    maxr = rankdata(p_sorted, method="max")  # one past the last element of each tie block
+    # (integer indices: SciPy >= 1.18 returns float ranks for every method)
+    ranks = rankdata(p_sorted, method="min").astype(np.intp) - 1  # index of the first element of each tie block
+    maxr = rankdata(p_sorted, method="max").astype(np.intp)  # one past the last element of each tie block
     cum_q = np.r_[0.0, np.cumsum(q_sorted)]
     below = cum_q[ranks]
     tied = cum_q[maxr] - cum_q[ranks] - q_sorted

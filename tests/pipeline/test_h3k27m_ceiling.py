@@ -121,3 +121,15 @@ def test_synth_refuses_bad_status_signal(tmp_path: Path, capsys, argv, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "c").exists()
+
+
+def test_expected_auroc_with_float_ranks(monkeypatch):
+    """SciPy >= 1.18 returns float ranks for every method (an H200 machine's SciPy 1.18.1 crashed `dmg synth`
+    with 'arrays used as indices must be of integer type'): the ceiling must not depend on the rank dtype."""
+    import evaluation.classification_ceiling as ceiling_module
+
+    p = np.array([0.9, 0.2, 0.2, 0.7, 0.4])
+    expected = expected_auroc(p)
+    real_rankdata = ceiling_module.rankdata
+    monkeypatch.setattr(ceiling_module, "rankdata", lambda *a, **k: real_rankdata(*a, **k).astype(np.float64))
+    assert expected_auroc(p) == pytest.approx(expected)
