@@ -67,10 +67,13 @@ def run(args: argparse.Namespace) -> int:
                                workers=args.workers)
     cohort = load_cohort(manifest, strict=True, progress=False)
     predictions = out / "predictions"
-    for seq, model in models.items():
-        report = CohortSegmenter(model, predictions).run(cohort)
-        for problem in report.problems:
-            print(f"  {problem.status.upper()} {seq} patient {problem.patient_id!r}: {problem.reason}")
+    segmenter = CohortSegmenter(list(models.values()), predictions)  # one run, sequence after sequence
+    try:
+        report = segmenter.run(cohort)
+    finally:
+        segmenter.ranks.close()
+    for problem in report.problems:
+        print(f"  {problem.status.upper()} {problem.sequence} patient {problem.patient_id!r}: {problem.reason}")
 
     items, failures, _ = labelled_items(cohort, SEQUENCES)
     evaluator = CohortEvaluator(policy=EmptyCasePolicy(), workers=args.workers)
