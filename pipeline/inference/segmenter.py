@@ -396,13 +396,6 @@ class CohortSegmenter:
                     "pass --overwrite to redo them, or choose another --out")
         return record
 
-    def segment_case(self, cohort: Cohort, case: dict, sequence: str) -> CaseResult:
-        """Segment one patient dict of ``cohort`` for ``sequence``, stage after stage (never raises for a
-        per-patient problem)."""
-        prepared = self.prepare_case(cohort, case, sequence)
-        image = self.infer_case(prepared)
-        return prepared.result if image is None else self.write_case(prepared, image)
-
     @staticmethod
     def _finish(result: CaseResult, status: str, reason: str = "") -> CaseResult:
         result.status, result.reason = status, reason
