@@ -18,7 +18,9 @@ Architecture (base width ``w``, 64 by default; sizes for a 256² input)::
 * Residual U-decoder (:class:`ResidualUDecoder`): mask logits at input resolution.
 * Head (:class:`MultiScaleAttentionHead`): SE channel attention on three features at
   strides 4, 8, 16, global average pooling (one scale), concatenation (``7w`` features,
-  returned as ``"features"`` for t-SNE), linear layer to altered / wild-type logits.
+  returned as ``"features"`` for t-SNE), linear layer to altered / wild-type logits. With
+  ``lesion_pooling`` (ours, not the paper's) the same three maps are also averaged under the net's
+  own tumour probability and appended (``14w`` features).
 * Attention exchange (:class:`AttentionExchange`): the decoder features at strides 8 and
   4, reweighted by SE channel attention, are added to the encoder features the head reads.
 
@@ -129,7 +131,7 @@ class H3K27MNet(nn.Module):
 
     * ``"class_logits"``: ``(B, num_classes)``, class 1 = H3K27M-altered, 0 = wild-type;
     * ``"mask_logits"``: ``(B, 1, H, W)`` tumour logits, or ``None`` without decoder;
-    * ``"features"``: ``(B, 7 * base_width)`` the head's pooled feature vector (for t-SNE;
+    * ``"features"``: ``(B, 7 * base_width)`` (``14 * base_width`` with ``lesion_pooling``) the head's pooled feature vector (for t-SNE;
       average a patient's slices for a patient-level point).
 
     See the module docstring for the architecture and the named ablations.
@@ -151,6 +153,7 @@ class H3K27MNet(nn.Module):
         attention_reduction: int = 16,
         head_dropout: float = 0.0,
         mask_channels: int = 1,
+        lesion_pooling: bool = False,
     ) -> None:
         """
         Args:
@@ -168,12 +171,18 @@ class H3K27MNet(nn.Module):
             attention_reduction: SE bottleneck reduction of the head and exchange attention.
             head_dropout: dropout before the head's linear layer.
             mask_channels: output channels of the mask logits.
+            lesion_pooling: the head also averages each feature map under the net's own tumour
+                probability (sigmoid of the mask logits, gradient stopped, channels maxed), so the
+                status is read from the lesion as well as from the whole slice (needs ``use_decoder``;
+                not in the paper).
         """
         super().__init__()
         if use_exchange and not use_decoder:
             raise ValueError("use_exchange=True needs use_decoder=True: the exchange reads the decoder's features")
+        if lesion_pooling and not use_decoder:
+            raise ValueError("lesion_pooling=True needs use_decoder=True: it pools under the predicted mask")
         self.use_decoder, self.use_transformer = bool(use_decoder), bool(use_transformer)
-        self.use_exchange = bool(use_exchange)
+        self.use_exchange, self.lesion_pooling = bool(use_exchange), bool(lesion_pooling)
         self.in_channels, self.num_classes, self.base_width = in_channels, num_classes, base_width
         self.size_multiple = SIZE_MULTIPLE
         self.encoder = H3K27MEncoder(
@@ -199,7 +208,8 @@ class H3K27MNet(nn.Module):
             else None
         )
         self.head = MultiScaleAttentionHead(
-            (w, 2 * w, 4 * w), num_classes, reduction=attention_reduction, dropout=head_dropout
+            (w, 2 * w, 4 * w), num_classes, reduction=attention_reduction, dropout=head_dropout,
+            lesion_pooling=lesion_pooling,
         )
 
     @property
@@ -231,7 +241,10 @@ class H3K27MNet(nn.Module):
             if self.exchange is not None:
                 head_inputs[0] = self.exchange["stage1"](feats["stage1"], dec["dec_stage1"])
                 head_inputs[1] = self.exchange["stage2"](feats["stage2"], dec["dec_stage2"])
-        class_logits, features = self.head(head_inputs)
+        weights: Optional[torch.Tensor] = None
+        if self.lesion_pooling and mask_logits is not None:
+            weights = torch.sigmoid(mask_logits.detach()).amax(dim=1, keepdim=True)
+        class_logits, features = self.head(head_inputs, weights)
         return class_logits, mask_logits, features
 
 

@@ -21,10 +21,11 @@ TINY = {"base_width": 8, "img_size": 64}
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def test_export_net_is_the_dict_net_in_one_tensor():
+@pytest.mark.parametrize("lesion_pooling", [False, True])
+def test_export_net_is_the_dict_net_in_one_tensor(lesion_pooling):
     torch.manual_seed(0)
-    net = build_h3k27m_net("full", **TINY).eval()
-    export = build_h3k27m_export_net("full", **TINY).eval()
+    net = build_h3k27m_net("full", **TINY, lesion_pooling=lesion_pooling).eval()
+    export = build_h3k27m_export_net("full", **TINY, lesion_pooling=lesion_pooling).eval()
     export.load_state_dict(net.state_dict())  # same parameters, same keys
     x = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
@@ -34,6 +35,8 @@ def test_export_net_is_the_dict_net_in_one_tensor():
     torch.testing.assert_close(class_logits, ref["class_logits"])
     torch.testing.assert_close(mask_logits, ref["mask_logits"])
     assert torch.equal(out[:, :2].amin((2, 3)), out[:, :2].amax((2, 3)))  # status constant over the slice
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(export)(x), out)
     volume = torch.rand(1, 64, 64, 5)
     assert predict_patient_status(export, volume).probability == pytest.approx(
         predict_patient_status(net, volume).probability)

@@ -168,6 +168,46 @@ def test_head_reads_decoder_only_with_exchange(name, head_reads_decoder):
     assert torch.allclose(before["class_logits"], after["class_logits"]) != head_reads_decoder
 
 
+def test_lesion_pooling_averages_each_map_under_the_weights():
+    torch.manual_seed(0)
+    head = MultiScaleAttentionHead((4, 8), lesion_pooling=True).eval()
+    maps = [torch.rand(2, 4, 8, 8), torch.rand(2, 8, 4, 4)]
+    weights = torch.zeros(2, 1, 8, 8)
+    weights[0, 0, 2:6, 4:8] = 1.0  # patient 0: a lesion of 4x4 pixels (2x2 on the coarser map)
+    with torch.no_grad():
+        logits, vector = head(maps, weights)
+        attended = [att(m) for att, m in zip(head.attention, maps)]
+    assert head.feature_dim == 2 * (4 + 8) and vector.shape == (2, 24)
+    torch.testing.assert_close(vector[:, :12], torch.cat([a.mean((2, 3)) for a in attended], dim=1))
+    lesion = vector[:, 12:]
+    torch.testing.assert_close(lesion[0, :4], attended[0][0, :, 2:6, 4:8].mean((1, 2)), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(lesion[0, 4:], attended[1][0, :, 1:3, 2:4].mean((1, 2)), rtol=1e-3, atol=1e-3)
+    assert torch.equal(lesion[1], torch.zeros(12))  # no lesion: zeros, not NaN
+    with pytest.raises(ValueError, match="weight map"):
+        head(maps)
+
+
+def test_lesion_pooling_net_reads_its_own_mask_without_training_it():
+    net = tiny("full", lesion_pooling=True)
+    x = torch.rand(2, 1, SIZE, SIZE)
+    out = net(x)
+    assert out["features"].shape == (2, 14 * W) == (2, net.feature_dim)
+    out["class_logits"].sum().backward()
+    # the status loss reaches the decoder through the attention exchange, but not the mask's output layer
+    assert all(p.grad is None or not p.grad.abs().sum() > 0 for p in net.decoder.out.parameters())
+    net.zero_grad()
+    out = net(x)
+    (out["class_logits"].sum() + out["mask_logits"].sum()).backward()
+    assert not [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    with torch.no_grad():  # the status depends on where the net puts the lesion
+        before = net.eval()(x)["class_logits"]
+        net.decoder.out.bias.add_(5.0)
+        after = net(x)["class_logits"]
+    assert not torch.allclose(before, after)
+    with pytest.raises(ValueError, match="lesion_pooling"):
+        tiny("cls_only", lesion_pooling=True)
+
+
 # ---------------------------------------------------------------- masked-patch pretraining
 
 
