@@ -41,9 +41,10 @@ class CoTrainingObjective(nn.Module):
     """``loss(outputs, targets)`` for ``SupervisedTrainer``: :class:`CoTrainingLoss` on the target dict."""
 
     def __init__(self, focal_weight: float = 1.0, iou_weight: float = 1.0, ce_weight: float = 0.1,
-                 gamma: float = 2.0) -> None:
+                 gamma: float = 2.0, status_on_lesion_slices: bool = False) -> None:
         super().__init__()
-        self.loss = CoTrainingLoss(focal_weight=focal_weight, iou_weight=iou_weight, ce_weight=ce_weight, gamma=gamma)
+        self.loss = CoTrainingLoss(focal_weight=focal_weight, iou_weight=iou_weight, ce_weight=ce_weight, gamma=gamma,
+                                   status_on_lesion_slices=status_on_lesion_slices)
 
     def forward(self, outputs: Mapping[str, torch.Tensor | None], targets: Mapping) -> torch.Tensor:
         return self.loss(outputs, targets["status"], targets.get("mask"), targets.get("has_mask"))

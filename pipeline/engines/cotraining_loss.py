@@ -48,6 +48,7 @@ class CoTrainingLoss(nn.Module):
         focal_alpha: float | None = None,
         class_weight: torch.Tensor | list[float] | None = None,
         smooth: float = 1e-5,
+        status_on_lesion_slices: bool = False,
     ) -> None:
         """
         Args:
@@ -56,9 +57,13 @@ class CoTrainingLoss(nn.Module):
             focal_alpha: optional focal-loss foreground weight (MONAI's ``alpha``); none by default.
             class_weight: optional per-class weights of the cross-entropy.
             smooth: smoothing of the soft IoU.
+            status_on_lesion_slices: the cross-entropy is the mean over the samples whose reference mask
+                shows tumour only (none: 0), so lesion-free slices train the mask branch to say "no tumour"
+                without teaching the status from slices that do not show the lesion. Off: every sample (paper).
         """
         super().__init__()
         self.focal_weight, self.iou_weight, self.ce_weight, self.smooth = focal_weight, iou_weight, ce_weight, smooth
+        self.status_on_lesion_slices = bool(status_on_lesion_slices)
         self.focal = FocalLoss(gamma=gamma, alpha=focal_alpha, use_softmax=False, reduction="mean")
         weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
         self.register_buffer("class_weight", weight, persistent=False)
@@ -83,7 +88,17 @@ class CoTrainingLoss(nn.Module):
         labels = labels.reshape(-1).long().to(class_logits.device)
         if labels.shape[0] != class_logits.shape[0]:
             raise ValueError(f"{labels.shape[0]} labels for {class_logits.shape[0]} samples")
-        ce = F.cross_entropy(class_logits.float(), labels, weight=self.class_weight)
+        status_rows = torch.ones_like(labels, dtype=torch.bool)
+        if self.status_on_lesion_slices:
+            if masks is None:
+                raise ValueError("status_on_lesion_slices needs the reference masks")
+            status_rows = masks.reshape(masks.shape[0], -1).to(labels.device).gt(0).any(1)
+            if has_mask is not None:
+                status_rows &= has_mask.reshape(-1).bool().to(labels.device)
+        if status_rows.any():
+            ce = F.cross_entropy(class_logits[status_rows].float(), labels[status_rows], weight=self.class_weight)
+        else:
+            ce = class_logits.float().sum() * 0.0
         zero = ce * 0.0
         focal, iou, n_masked = zero, zero, 0
         mask_logits = outputs.get("mask_logits")

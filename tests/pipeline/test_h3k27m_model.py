@@ -335,6 +335,29 @@ def test_cotraining_loss_terms_and_weights():
     assert CoTrainingLoss().terms(perfect, labels, masks)["iou"] < 1e-4
 
 
+def test_status_on_lesion_slices_leaves_lesion_free_slices_to_the_mask():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 2, requires_grad=True)
+    out = {"class_logits": logits, "mask_logits": torch.randn(4, 1, 16, 16)}
+    labels, masks = torch.tensor([0, 1, 1, 0]), torch.zeros(4, 1, 16, 16)
+    masks[1, 0, 3:6, 3:6] = 1.0
+    masks[2, 0, 8, 8] = 1.0
+    lesion_only = CoTrainingLoss(status_on_lesion_slices=True)
+    everything = CoTrainingLoss().terms(out, labels, masks)
+    terms = lesion_only.terms(out, labels, masks)
+    torch.testing.assert_close(terms["ce"], nn.functional.cross_entropy(logits[1:3], labels[1:3]))
+    for key in ("focal", "iou"):  # the mask terms still read every slice, lesion-free ones included
+        torch.testing.assert_close(terms[key], everything[key])
+    has_mask = torch.tensor([True, False, True, True])  # slice 1's mask is unknown: not a lesion slice
+    torch.testing.assert_close(lesion_only.terms(out, labels, masks, has_mask)["ce"],
+                               nn.functional.cross_entropy(logits[2:3], labels[2:3]))
+    empty = lesion_only.terms(out, labels, torch.zeros(4, 1, 16, 16))["ce"]
+    empty.backward()
+    assert empty.item() == 0.0 and torch.equal(logits.grad, torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="reference masks"):
+        lesion_only(out, labels, None)
+
+
 def test_cotraining_loss_without_masks():
     torch.manual_seed(0)
     out = {"class_logits": torch.randn(4, 2), "mask_logits": torch.randn(4, 1, 16, 16)}
