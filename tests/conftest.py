@@ -15,6 +15,12 @@ def tiny_cohort(tmp_path_factory) -> Path:
     return write_tiny_cohort(tmp_path_factory.mktemp("tiny_cohort"), n_patients=6, unlabeled=2)
 
 
+@pytest.fixture(scope="session")
+def tiny_cohort_t2_t1c(tmp_path_factory) -> Path:
+    """The tiny cohort with a T1C image of each patient: what the shipped H3K27M bundle reads."""
+    return write_tiny_cohort(tmp_path_factory.mktemp("tiny_cohort_t1c"), n_patients=6, extra_sequences=("t1c",))
+
+
 @pytest.fixture()
 def single_thread():
     """Run a test single-threaded (two test workers share two cores; tiny convs gain nothing from

@@ -68,6 +68,11 @@ def count_modules(module: torch.nn.Module, kind: type) -> int:
     return sum(isinstance(m, kind) for m in module.modules())
 
 
+ONE_CHANNEL_H3K27M = {"extra_sequences": [], "lesion_pooling": False, "center_crop_fraction": 1.0}
+"""inference.json keys of a one-channel H3K27M net with the paper's head (the shipped bundle reads T2 + T1C with lesion
+pooling): for tests that put a tiny ``build_h3k27m_export_net("full", base_width=8, img_size=64)`` in a bundle copy."""
+
+
 def copy_bundle(src: Path, dest: Path, **config: object) -> Path:
     """configs/, docs/, scripts/ (the carried code its configs name) and LICENSE of ``src`` with ``config`` written
     into the copied inference.json."""

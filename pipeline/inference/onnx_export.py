@@ -147,9 +147,11 @@ def _export_bundle_onnx(bundle: Path, names: Iterable[str] | None, out_dir: str 
         name = path.stem[len("model_"):]
         parser = inference_config_for(bundle, name)
         spatial_size = int(parser.get_parsed_content("spatial_size"))
+        in_channels = int(parser.get_parsed_content("in_channels")) if "in_channels" in parser else 1
         network = load_pytorch_model(bundle, name, path)
         out = Path(out_dir or models) / onnx_file_for(path).name
-        export_onnx(network, out, spatial_size, metadata=source_metadata(path, network_config(parser), spatial_size))
+        export_onnx(network, out, spatial_size, in_channels,
+                    metadata=source_metadata(path, network_config(parser), spatial_size))
         exported[name] = out
     return exported
 

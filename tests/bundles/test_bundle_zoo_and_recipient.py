@@ -54,8 +54,8 @@ def test_segmentation_bundle_passes_every_zoo_check(tiny_cohort):
     assert summary[-1] == "8 passed, 0 failed"  # all but the requirements check, which asks the package index
 
 
-def test_h3k27m_bundle_passes_every_zoo_check(tiny_cohort):
-    result = _zoo_check(H3_BUNDLE, tiny_cohort.parent)
+def test_h3k27m_bundle_passes_every_zoo_check(tiny_cohort_t2_t1c):
+    result = _zoo_check(H3_BUNDLE, tiny_cohort_t2_t1c.parent)  # the shipped model reads T2 and T1C
     summary = result.stdout.strip().splitlines()
     assert result.returncode == 0, "\n".join(summary[-20:])
     assert summary[-1] == "8 passed, 0 failed"  # all but the requirements check, which asks the package index

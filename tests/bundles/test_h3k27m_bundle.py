@@ -13,6 +13,8 @@ import pytest
 import torch
 from monai.bundle import run as run_bundle
 
+from tests.helpers import ONE_CHANNEL_H3K27M
+
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "h3k27m_classification" / "configs"
 TINY = {"base_width": 8, "spatial_size": 64, "num_workers": 0, "batch_size": 8}
 
@@ -80,7 +82,7 @@ def test_bundle_inference_is_what_predict_cohort_status_gives(trained: Path, tin
     weights = trained / "runs" / "full_fold0" / "model.pt"
     out = tmp_path / "bundle"
     _run("inference.json", trained, dataset_dir=str(tiny_cohort.parent), output_dir=str(out), model_file=str(weights),
-         temperature=2.5, threshold=0.45)
+         temperature=2.5, threshold=0.45, **ONE_CHANNEL_H3K27M)
     net = build_h3k27m_net("full", base_width=8, img_size=64)
     net.load_state_dict(torch.load(weights, weights_only=True))
     ours = predict_cohort_status(net, cohort_datalist(str(tiny_cohort.parent), "t2"), tmp_path / "ours",
@@ -110,7 +112,7 @@ def test_bundle_inference_on_a_folder_of_images(trained: Path, tiny_cohort: Path
     for name in ("tiny_00_t2.nii.gz", "tiny_01_t2.nii.gz"):
         (images / name).symlink_to(tiny_cohort.parent / "images" / name)
     _run("inference.json", trained, dataset_dir=str(images), output_dir=str(tmp_path / "out"),
-         model_file=str(trained / "runs" / "full_fold0" / "model.pt"))
+         model_file=str(trained / "runs" / "full_fold0" / "model.pt"), **ONE_CHANNEL_H3K27M)  # as train.json's
     table = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert table.patient_id.tolist() == ["tiny_00_t2", "tiny_01_t2"]  # the image stems
     assert table["mask"].tolist() == ["tiny_00_t2_seg.nii.gz", "tiny_01_t2_seg.nii.gz"]
@@ -119,17 +121,23 @@ def test_bundle_inference_on_a_folder_of_images(trained: Path, tiny_cohort: Path
         assert nib.load(tmp_path / "out" / name).shape == nib.load(images / name.replace("_seg", "")).shape
 
 
-def test_config_preprocessing_is_the_package_pipeline(tiny_cohort: Path):
-    """inference.json spells the transforms out key by key; they must stay build_transforms('infer')."""
+def test_config_preprocessing_is_the_package_pipeline(tiny_cohort_t2_t1c: Path):
+    """inference.json spells the transforms out key by key; they must stay build_transforms('infer') with the
+    shipped sequences and crop."""
     from monai.bundle import ConfigParser
 
     from transforms import build_transforms
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "inference.json"))
-    image = str(tiny_cohort.parent / "images" / "tiny_01_t2.nii.gz")  # LPS storage: reoriented
-    from_config = parser.get_parsed_content("preprocessing")({"image": image})["image"]
-    from_package = build_transforms("infer", spatial_size=parser["spatial_size"])({"image": image})["image"]
+    images = tiny_cohort_t2_t1c.parent / "images"
+    item = {"image": str(images / "tiny_01_t2.nii.gz")}  # LPS storage: reoriented
+    item.update({seq: str(images / f"tiny_01_{seq}.nii.gz") for seq in parser["extra_sequences"]})
+    from_config = parser.get_parsed_content("preprocessing")(dict(item))["image"]
+    from_package = build_transforms("infer", spatial_size=parser["spatial_size"],
+                                    center_crop_fraction=parser["center_crop_fraction"],
+                                    extra_image_keys=tuple(parser["extra_sequences"]))(dict(item))["image"]
+    assert from_config.shape[0] == 1 + len(parser["extra_sequences"])
     assert from_config.shape == from_package.shape and torch.equal(from_config.as_tensor(), from_package.as_tensor())
     assert torch.equal(from_config.affine, from_package.affine)
 

@@ -25,6 +25,9 @@ H3_BUNDLE = REPO / "bundles" / "h3k27m_classification"
 SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
 ZOO_CHECK = REPO.parent / "shared" / "model-zoo-check" / "check_bundle.py"
 TINY = {"base_width": 8, "spatial_size": 64, "sw_batch_size": 8, "num_workers": 0}
+_SHIPPED = json.loads((H3_BUNDLE / "configs" / "inference.json").read_text())
+SHIPPED_NET = {"in_channels": 1 + len(_SHIPPED["extra_sequences"]), "lesion_pooling": _SHIPPED["lesion_pooling"]}
+"""The shipped configuration's input channels and head (a tiny checkpoint must fit its network_def)."""
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -32,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def _checkpoint(path: Path, base_width: int = 8, seed: int = 0) -> Path:
     """A training checkpoint of the co-training network (H3K27MNet: the export net's keys), as train.json saves it."""
     torch.manual_seed(seed)
-    net = build_h3k27m_net("full", base_width=base_width, img_size=64)
+    net = build_h3k27m_net("full", base_width=base_width, img_size=64, **SHIPPED_NET)
     torch.save({"network": net.state_dict(), "optimizer": {"state": {}, "param_groups": []}, "trainer": {"epoch": 3}},
                path)
     return path
@@ -59,16 +62,16 @@ def test_ship_writes_weights_exports_and_the_default_model(shipped: Path):
     assert set(state) == set(torch.load(models / "model_t2.pt", weights_only=True))
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     torch.manual_seed(0)  # the checkpoint's network
-    expected = build_h3k27m_net("full", base_width=8, img_size=64)
+    expected = build_h3k27m_net("full", base_width=8, img_size=64, **SHIPPED_NET)
     assert all(torch.equal(state[k], v) for k, v in expected.state_dict().items())
 
 
 def test_exports_agree_with_pytorch_and_carry_the_current_metadata(shipped: Path):
     import onnxruntime as ort
 
-    net = build_h3k27m_export_net("full", base_width=8, img_size=64).eval()
+    net = build_h3k27m_export_net("full", base_width=8, img_size=64, **SHIPPED_NET).eval()
     net.load_state_dict(torch.load(shipped / "models" / "model.pt", weights_only=True))
-    x = torch.rand(2, 1, 64, 64)
+    x = torch.rand(2, SHIPPED_NET["in_channels"], 64, 64)
     extra = {"metadata.json": "", "inference.json": ""}
     scripted = torch.jit.load(str(shipped / "models" / "model.ts"), _extra_files=extra)
     with torch.no_grad():
@@ -101,9 +104,9 @@ def test_ship_refuses_weights_of_another_width_before_writing(tmp_path: Path, ca
 
 
 @pytest.mark.skipif(not ZOO_CHECK.is_file(), reason=f"{ZOO_CHECK} is not there")
-def test_shipped_h3k27m_bundle_passes_every_zoo_check(shipped: Path, tiny_cohort: Path):
+def test_shipped_h3k27m_bundle_passes_every_zoo_check(shipped: Path, tiny_cohort_t2_t1c: Path):
     result = subprocess.run([sys.executable, str(ZOO_CHECK), str(shipped), "--no-pip", "--dataset_dir",
-                             str(tiny_cohort.parent)], capture_output=True, text=True, timeout=600,
+                             str(tiny_cohort_t2_t1c.parent)], capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
     lines = result.stdout.strip().splitlines()
     assert result.returncode == 0, "\n".join(lines[-20:])

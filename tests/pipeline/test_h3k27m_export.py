@@ -17,6 +17,9 @@ from pipeline.networks import H3K27MNet, build_h3k27m_export_net, build_h3k27m_n
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "h3k27m_classification"
 TINY = {"base_width": 8, "img_size": 64}
+_SHIPPED = json.loads((BUNDLE / "configs" / "inference.json").read_text())
+SHIPPED_TINY = {**TINY, "in_channels": 1 + len(_SHIPPED["extra_sequences"]), "lesion_pooling": _SHIPPED["lesion_pooling"]}
+"""The shipped configuration's network (its input channels, its head) at a tiny width and size."""
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -59,7 +62,7 @@ def bundle(tmp_path_factory) -> Path:
     meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = [64, 64]
     (root / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4))
     torch.manual_seed(1)
-    net = build_h3k27m_export_net(config["config_name"], base_width=8, img_size=64)
+    net = build_h3k27m_export_net(config["config_name"], **SHIPPED_TINY)
     torch.save(net.state_dict(), root / "models" / "model.pt")
     return root
 
@@ -87,9 +90,9 @@ def test_ckpt_export_gives_a_torchscript_module_that_matches(bundle: Path):
     ckpt_export(filepath=str(bundle / "models" / "model.ts"), ckpt_file=str(bundle / "models" / "model.pt"),
                 **_args(bundle))
     scripted = torch.jit.load(str(bundle / "models" / "model.ts"))
-    net = build_h3k27m_export_net("full", **TINY).eval()
+    net = build_h3k27m_export_net("full", **SHIPPED_TINY).eval()
     net.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
-    x = torch.rand(2, 1, 64, 64)
+    x = torch.rand(2, SHIPPED_TINY["in_channels"], 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net(x))
 
@@ -99,9 +102,9 @@ def test_onnx_export_runs_in_onnx_runtime_and_matches(bundle: Path):
 
     out = bundle / "models" / "model.onnx"
     onnx_export(filepath=str(out), ckpt_file=str(bundle / "models" / "model.pt"), **_args(bundle))
-    net = build_h3k27m_export_net("full", **TINY).eval()
+    net = build_h3k27m_export_net("full", **SHIPPED_TINY).eval()
     net.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
-    x = torch.rand(1, 1, 64, 64)
+    x = torch.rand(1, SHIPPED_TINY["in_channels"], 64, 64)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (result,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():

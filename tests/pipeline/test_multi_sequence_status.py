@@ -118,7 +118,7 @@ def test_one_channel_pretrained_encoder_loads_into_a_two_channel_net():
 def two_sequence_bundle(tmp_path_factory) -> Path:
     root = copy_bundle(BUNDLE, tmp_path_factory.mktemp("b") / "two_seq",
                        model_file="$@bundle_root + '/models/model.pt'", base_width=8, spatial_size=64,
-                       sw_batch_size=8, extra_sequences=["t1c"], center_crop_fraction=0.5)
+                       sw_batch_size=8, extra_sequences=["t1c"], center_crop_fraction=0.5, lesion_pooling=False)
     torch.manual_seed(0)
     net = build_h3k27m_export_net("full", base_width=8, img_size=64, in_channels=2)
     torch.save(net.state_dict(), root / "models" / "model.pt")

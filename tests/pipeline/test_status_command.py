@@ -18,10 +18,10 @@ from scipy.special import expit
 from evaluation.calibration import expected_calibration_error
 from pipeline.cli import main
 from pipeline.networks import build_h3k27m_export_net
-from tests.helpers import copy_bundle, write_tiny_cohort
+from tests.helpers import ONE_CHANNEL_H3K27M, copy_bundle, write_tiny_cohort
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = {"base_width": 8, "spatial_size": 64, "sw_batch_size": 8}
+TINY = {"base_width": 8, "spatial_size": 64, "sw_batch_size": 8, **ONE_CHANNEL_H3K27M}
 TEMPERATURE, THRESHOLD = 2.0, 0.45
 RESAMPLES = 200  # bootstrap draws of the report's CIs (the default 2000 only costs time here)
 
