@@ -23,7 +23,6 @@ validation patients of fold ``k`` (:func:`pipeline.data.datalists.status_datalis
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,6 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.h3k27m_visible_ceiling import report_aurocs
-
-logger = logging.getLogger(__name__)
 
 
 def _height(slices: np.ndarray, depth: int) -> float:
@@ -48,6 +45,7 @@ def patient_localisation(net: torch.nn.Module, data: dict, min_tumour_pixels: in
     volume = torch.as_tensor(np.asarray(data["image"]), dtype=torch.float32)
     reference = torch.as_tensor(np.asarray(data["label"]), dtype=torch.float32)[:1] > 0
     own = predict_patient_status(net, volume, min_tumour_pixels=min_tumour_pixels)
+    # the same slice probabilities as logits (softmax of [log(1 - p), log p] is p), read under the reference mask
     slice_logits = torch.as_tensor(np.log(np.stack([1 - own.slice_probabilities, own.slice_probabilities], 1)
                                           .clip(1e-300)))
     oracle = patient_status_from_slices(slice_logits, reference.float(), volume, min_tumour_pixels)

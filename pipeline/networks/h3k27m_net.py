@@ -131,8 +131,8 @@ class H3K27MNet(nn.Module):
 
     * ``"class_logits"``: ``(B, num_classes)``, class 1 = H3K27M-altered, 0 = wild-type;
     * ``"mask_logits"``: ``(B, 1, H, W)`` tumour logits, or ``None`` without decoder;
-    * ``"features"``: ``(B, 7 * base_width)`` (``14 * base_width`` with ``lesion_pooling``) the head's pooled feature vector (for t-SNE;
-      average a patient's slices for a patient-level point).
+    * ``"features"``: ``(B, 7 * base_width)`` (``14 * base_width`` with ``lesion_pooling``) the head's
+      pooled feature vector (for t-SNE; average a patient's slices for a patient-level point).
 
     See the module docstring for the architecture and the named ablations.
     """
