@@ -73,6 +73,13 @@ ONE_CHANNEL_H3K27M = {"extra_sequences": [], "lesion_pooling": False, "center_cr
 pooling): for tests that put a tiny ``build_h3k27m_export_net("full", base_width=8, img_size=64)`` in a bundle copy."""
 
 
+def h3k27m_net_keys(bundle: Path) -> dict[str, object]:
+    """``in_channels`` and ``lesion_pooling`` of the network a bundle's inference.json builds (the shipped one reads
+    T2 + T1C with lesion pooling): a tiny checkpoint must have them to load into its ``network_def``."""
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    return {"in_channels": 1 + len(config["extra_sequences"]), "lesion_pooling": config["lesion_pooling"]}
+
+
 def copy_bundle(src: Path, dest: Path, **config: object) -> Path:
     """configs/, docs/, scripts/ (the carried code its configs name) and LICENSE of ``src`` with ``config`` written
     into the copied inference.json."""

@@ -18,15 +18,14 @@ import torch
 
 from pipeline.cli import main
 from pipeline.networks import build_h3k27m_export_net, build_h3k27m_net
-from tests.helpers import copy_bundle
+from tests.helpers import copy_bundle, h3k27m_net_keys
 
 REPO = Path(__file__).resolve().parents[2]
 H3_BUNDLE = REPO / "bundles" / "h3k27m_classification"
 SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
 ZOO_CHECK = REPO.parent / "shared" / "model-zoo-check" / "check_bundle.py"
 TINY = {"base_width": 8, "spatial_size": 64, "sw_batch_size": 8, "num_workers": 0}
-_SHIPPED = json.loads((H3_BUNDLE / "configs" / "inference.json").read_text())
-SHIPPED_NET = {"in_channels": 1 + len(_SHIPPED["extra_sequences"]), "lesion_pooling": _SHIPPED["lesion_pooling"]}
+SHIPPED_NET = h3k27m_net_keys(H3_BUNDLE)
 """The shipped configuration's input channels and head (a tiny checkpoint must fit its network_def)."""
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -30,7 +30,7 @@ from pipeline.bundle_sharing import (
 from pipeline.cli import main
 from pipeline.inference import load_segmentation_model
 from pipeline.networks import MSCGenerator, build_generator
-from tests.helpers import copy_bundle
+from tests.helpers import copy_bundle, h3k27m_net_keys
 
 REPO = Path(__file__).resolve().parents[2]
 SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
@@ -236,9 +236,8 @@ def test_h3k27m_tensor_output_packs_with_a_torchscript_export(tmp_path: Path, ca
 
     root = copy_bundle(H3_BUNDLE, tmp_path / "h3", base_width=8)
     torch.manual_seed(0)
-    config = json.loads((root / "configs" / "inference.json").read_text())  # the shipped input channels and head
-    net = build_h3k27m_export_net("full", base_width=8, img_size=config["spatial_size"],
-                                  in_channels=1 + len(config["extra_sequences"]), lesion_pooling=config["lesion_pooling"])
+    size = json.loads((root / "configs" / "inference.json").read_text())["spatial_size"]
+    net = build_h3k27m_export_net("full", base_width=8, img_size=size, **h3k27m_net_keys(root))
     torch.save(net.state_dict(), root / "models" / "model_t2.pt")
     assert main(["bundle", "pack", str(root), "--out", str(tmp_path / "h3.zip"), "--export-torchscript"]) == 0
     assert "no TorchScript export" not in capsys.readouterr().out

@@ -14,11 +14,11 @@ from monai.bundle import ckpt_export, onnx_export, verify_net_in_out
 
 from pipeline.inference.status import predict_patient_status
 from pipeline.networks import H3K27MNet, build_h3k27m_export_net, build_h3k27m_net, split_status_mask
+from tests.helpers import h3k27m_net_keys
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "h3k27m_classification"
 TINY = {"base_width": 8, "img_size": 64}
-_SHIPPED = json.loads((BUNDLE / "configs" / "inference.json").read_text())
-SHIPPED_TINY = {**TINY, "in_channels": 1 + len(_SHIPPED["extra_sequences"]), "lesion_pooling": _SHIPPED["lesion_pooling"]}
+SHIPPED_TINY = {**TINY, **h3k27m_net_keys(BUNDLE)}
 """The shipped configuration's network (its input channels, its head) at a tiny width and size."""
 
 pytestmark = pytest.mark.usefixtures("single_thread")
