@@ -68,8 +68,11 @@ def count_modules(module: torch.nn.Module, kind: type) -> int:
     return sum(isinstance(m, kind) for m in module.modules())
 
 
-ONE_CHANNEL_H3K27M = {"extra_sequences": [], "lesion_pooling": False, "center_crop_fraction": 1.0}
-"""inference.json keys of a one-channel H3K27M net with the paper's head (the shipped bundle reads T2 + T1C with lesion
+ONE_NET_H3K27M = {"ensemble_size": 1}
+"""inference.json key of a bundle with one H3K27M net (the shipped bundle is an ensemble of the five fold models): for
+tests that put one tiny net in a bundle copy."""
+ONE_CHANNEL_H3K27M = {"extra_sequences": [], "lesion_pooling": False, "center_crop_fraction": 1.0, **ONE_NET_H3K27M}
+"""inference.json keys of one one-channel H3K27M net with the paper's head (the shipped bundle reads T2 + T1C with lesion
 pooling): for tests that put a tiny ``build_h3k27m_export_net("full", base_width=8, img_size=64)`` in a bundle copy."""
 
 

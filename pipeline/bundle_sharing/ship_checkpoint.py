@@ -1,11 +1,16 @@
-"""``dmg bundle ship BUNDLE_DIR --checkpoint CKPT``: put trained weights into a bundle, then ship it.
+"""``dmg bundle ship BUNDLE_DIR --checkpoint CKPT [--checkpoint CKPT ...]``: put trained weights into a bundle,
+then ship it.
 
 In order, and nothing is written before steps 1 and 2 pass:
 
 1. the network weights of ``CKPT`` (a bare state dict or a training checkpoint with a ``network`` /
    ``model`` / ``generator`` / ``state_dict`` entry, loaded with ``weights_only=True``) are loaded strictly into
    the inference config's ``network_def`` for model ``name`` (default: the value of the config id that names
-   the weights, ``sequence``), so weights of another width or configuration are refused with the reason;
+   the weights, ``sequence``), so weights of another width or configuration are refused with the reason.
+   Several checkpoints are the members of an ensemble network (the H3K27M bundle's
+   :class:`~pipeline.networks.H3K27MEnsembleNet`, e.g. the five cross-validation fold models): their state dicts
+   are combined in the given order (:func:`~pipeline.networks.ensemble_state_dict`), and the config's
+   ``ensemble_size`` must equal their number;
 2. ``metadata.json``'s fixed ``network_data_format`` spatial shapes are set to the config's ``spatial_size``
    (``"16*n"``-style shapes are left alone), the image input's ``num_channels`` to the config's ``in_channels``
    when it has one (a model reading several sequences), and MONAI's ``verify_net_in_out`` runs with the MONAI Model Zoo's
@@ -20,16 +25,23 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 from pipeline.bundle_sharing.ship import ShipResult, pretty_format_json, ship_bundle
 from pipeline.bundle_trust.trust import require_safe_bundle, use_bundle_code
+from pipeline.checkpoint_io import INFERENCE_CONFIG, load_state_dict
 from pipeline.inference.bundle_models import load_pytorch_model, metadata_of, model_name_id, read_inference_config
+from pipeline.networks.h3k27m_ensemble import ensemble_state_dict
 from transforms.atomic_writer import atomic_path, atomic_write_text
 
-__all__ = ["install_checkpoint", "ship_checkpoint", "sync_input_channels", "sync_spatial_shapes"]
+__all__ = ["checkpoint_weights", "install_checkpoint", "ship_checkpoint", "sync_input_channels",
+           "sync_spatial_shapes"]
+
+Checkpoints = str | os.PathLike | Sequence[str | os.PathLike]
+"""One checkpoint file, or the files of an ensemble's members in order."""
 
 
 def sync_spatial_shapes(metadata: dict, spatial_size: int) -> list[str]:
@@ -78,16 +90,40 @@ def _verify_shapes(bundle: Path, metadata: dict) -> None:
                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
 
 
-def install_checkpoint(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike,
+def _as_list(checkpoint: Checkpoints) -> list[Path]:
+    files = [Path(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else [Path(c) for c in checkpoint]
+    if not files:
+        raise ValueError("no checkpoint given")
+    for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(f"checkpoint {file} does not exist")
+    return files
+
+
+def checkpoint_weights(bundle_dir: str | os.PathLike, checkpoint: Checkpoints) -> Mapping[str, torch.Tensor]:
+    """The state dict to load into the bundle's ``network_def``: one checkpoint's network weights, or the
+    ensemble state dict of several (``ValueError`` when their number is not the config's ``ensemble_size``)."""
+    files = _as_list(checkpoint)
+    parser = read_inference_config(bundle_dir)
+    size = int(parser.get_parsed_content("ensemble_size")) if "ensemble_size" in parser else 1
+    if len(files) != size:
+        raise ValueError(f"{len(files)} checkpoint(s) given, but {Path(bundle_dir) / INFERENCE_CONFIG} has "
+                         f"ensemble_size {size}: set ensemble_size to {len(files)} there, or give {size}")
+    if size == 1:
+        return load_state_dict(files[0])
+    return ensemble_state_dict([load_state_dict(f) for f in files])
+
+
+def install_checkpoint(bundle_dir: str | os.PathLike, checkpoint: Checkpoints,
                        name: str | None = None) -> tuple[Path, list[str]]:
     """Steps 1-3 of the module docstring; returns ``(models/model_<name>.pt, metadata entries changed)``."""
     bundle = Path(bundle_dir)
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    files = _as_list(checkpoint)
     require_safe_bundle(bundle)  # network_def is instantiated below
     name = name or _default_name(bundle)
     with use_bundle_code(bundle):
-        network = load_pytorch_model(bundle, name, checkpoint)
+        weights = checkpoint_weights(bundle, files)
+        network = load_pytorch_model(bundle, name, weights, source=" + ".join(map(str, files)))
         metadata = metadata_of(bundle)
         parser = read_inference_config(bundle)
         changed = sync_spatial_shapes(metadata, int(parser.get_parsed_content("spatial_size")))
@@ -102,12 +138,13 @@ def install_checkpoint(bundle_dir: str | os.PathLike, checkpoint: str | os.PathL
     return target, changed
 
 
-def ship_checkpoint(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike,
+def ship_checkpoint(bundle_dir: str | os.PathLike, checkpoint: Checkpoints,
                     name: str | None = None) -> ShipResult:
-    """Install ``checkpoint`` as model ``name`` of the bundle, then :func:`ship_bundle` (see the module docstring)."""
+    """Install ``checkpoint`` (one file, or an ensemble's member files) as model ``name`` of the bundle, then
+    :func:`ship_bundle` (see the module docstring)."""
     weights, changed = install_checkpoint(bundle_dir, checkpoint, name)
     result = ship_bundle(bundle_dir)
-    result.exported.insert(0, f"models/{weights.name} from {checkpoint}"
+    result.exported.insert(0, f"models/{weights.name} from {' + '.join(map(str, _as_list(checkpoint)))}"
                               + (f"; metadata shapes set to the config's ({', '.join(changed)})"
                                  if changed else ""))
     return result

@@ -12,13 +12,14 @@
       extract into DIR (the bundle folder; must not exist or be empty), refusing members that would land
       outside it (absolute paths, '..', symbolic links, duplicates) before writing anything; then check
       the checksums (exit code 1 on a mismatch).
-  ship BUNDLE_DIR [--checkpoint CKPT [--name NAME]]
+  ship BUNDLE_DIR [--checkpoint CKPT [--checkpoint CKPT ...] [--name NAME]]
       regenerate what derives from the weights and this package: carried code in scripts/, configs in the
       zoo's JSON format, models/model_<name>.ts and .onnx, models/model.pt/.ts (re-run after new weights).
       --checkpoint first writes the network weights of CKPT (a state dict or a training checkpoint) as
       models/model_<NAME>.pt (NAME: the config's sequence by default), after checking that they load into
       network_def and that it passes verify_net_in_out with the Model Zoo's defaults; fixed spatial shapes in
-      metadata.json follow the config's spatial_size.
+      metadata.json follow the config's spatial_size. Several --checkpoint are the members of an ensemble
+      (e.g. the cross-validation fold models, in fold order); the config's ensemble_size must equal their number.
   keygen --out NAME
       write an Ed25519 key pair NAME.key (private, mode 0600) and NAME.pub for pack --sign / verify --trusted-key.
 
@@ -67,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ship = actions.add_parser("ship", help="regenerate carried code, TorchScript/ONNX exports and models/model.pt")
     ship.add_argument("bundle", metavar="BUNDLE_DIR", help="bundle folder to update in place")
-    ship.add_argument("--checkpoint", metavar="CKPT",
-                      help="trained weights (state dict or training checkpoint) to install as models/model_<NAME>.pt")
+    ship.add_argument("--checkpoint", metavar="CKPT", action="append",
+                      help="trained weights (state dict or training checkpoint) to install as models/model_<NAME>.pt; "
+                           "repeat for the members of an ensemble (ensemble_size in inference.json)")
     ship.add_argument("--name", help="model name of --checkpoint (default: the inference config's sequence)")
     ship.set_defaults(func=run_ship)
 

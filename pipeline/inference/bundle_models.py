@@ -100,16 +100,20 @@ def build_network(bundle_dir: str | os.PathLike, name: str) -> torch.nn.Module:
     return network.eval()
 
 
-def load_pytorch_model(bundle_dir: str | os.PathLike, name: str, weights: str | os.PathLike) -> torch.nn.Module:
-    """``network_def`` for ``name`` with the state dict in ``weights`` (``torch.load(weights_only=True)``,
-    strict); ``ValueError`` with the reason when the weights do not load or do not fit."""
-    state_dict = load_state_dict(weights)
+def load_pytorch_model(bundle_dir: str | os.PathLike, name: str,
+                       weights: str | os.PathLike | Mapping[str, torch.Tensor], source: str | None = None
+                       ) -> torch.nn.Module:
+    """``network_def`` for ``name`` with the state dict in ``weights`` (a file, read with
+    ``torch.load(weights_only=True)``, or a state dict already loaded, named ``source`` in messages), strict;
+    ``ValueError`` with the reason when the weights do not load or do not fit."""
+    state_dict = weights if isinstance(weights, Mapping) else load_state_dict(weights)
+    source = source or str(weights)
     network = build_network(bundle_dir, name)
     try:
         network.load_state_dict(state_dict)
     except RuntimeError as exc:
         first = " ".join(str(exc).splitlines()[:2])[:300]
-        raise ValueError(f"{weights}: the weights do not fit the bundle's network_def ({first}); inference.json "
+        raise ValueError(f"{source}: the weights do not fit the bundle's network_def ({first}); inference.json "
                          "must describe the shipped network (e.g. its 'features')") from exc
     return network.eval()
 

@@ -2,6 +2,7 @@
 
 from pipeline.networks.cbam import CBAM, ChannelAttention, SpatialAttention
 from pipeline.networks.feature_map_transformer import FeatureMapTransformer
+from pipeline.networks.h3k27m_ensemble import H3K27MEnsembleNet, build_h3k27m_ensemble_net, ensemble_state_dict
 from pipeline.networks.h3k27m_export import H3K27MExportNet, build_h3k27m_export_net, split_status_mask
 from pipeline.networks.h3k27m_net import (
     H3K27M_CONFIGS,
@@ -59,4 +60,7 @@ __all__ = [
     "H3K27MExportNet",
     "build_h3k27m_export_net",
     "split_status_mask",
+    "H3K27MEnsembleNet",
+    "build_h3k27m_ensemble_net",
+    "ensemble_state_dict",
 ]

@@ -1,8 +1,8 @@
 """`dmg bundle ship --checkpoint` on the H3K27M bundle and the MONAI Model Zoo's own checks on the shipped copy.
 
-The bundle in the repository ships no trained weights yet, so a temporary copy gets a tiny, randomly
-initialised network (base width 8, 64x64 slices) as a training checkpoint, and is shipped the way trained
-weights will be."""
+A temporary copy of the bundle gets one tiny, randomly initialised network (base width 8, 64x64 slices; the
+repository's bundle ships an ensemble of five width-16 fold models) as a training checkpoint, and is shipped the way
+trained weights are (tests/pipeline/test_h3k27m_ensemble.py ships an ensemble)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ import torch
 
 from pipeline.cli import main
 from pipeline.networks import build_h3k27m_export_net, build_h3k27m_net
-from tests.helpers import copy_bundle, h3k27m_net_keys
+from tests.helpers import ONE_NET_H3K27M, copy_bundle, h3k27m_net_keys
 
 REPO = Path(__file__).resolve().parents[2]
 H3_BUNDLE = REPO / "bundles" / "h3k27m_classification"
 SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
 ZOO_CHECK = REPO.parent / "shared" / "model-zoo-check" / "check_bundle.py"
-TINY = {"base_width": 8, "spatial_size": 64, "sw_batch_size": 8, "num_workers": 0}
+TINY = {"base_width": 8, "spatial_size": 64, "sw_batch_size": 8, "num_workers": 0, **ONE_NET_H3K27M}
 SHIPPED_NET = h3k27m_net_keys(H3_BUNDLE)
 """The shipped configuration's input channels and head (a tiny checkpoint must fit its network_def)."""
 

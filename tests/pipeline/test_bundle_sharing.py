@@ -30,7 +30,7 @@ from pipeline.bundle_sharing import (
 from pipeline.cli import main
 from pipeline.inference import load_segmentation_model
 from pipeline.networks import MSCGenerator, build_generator
-from tests.helpers import copy_bundle, h3k27m_net_keys
+from tests.helpers import ONE_NET_H3K27M, copy_bundle, h3k27m_net_keys
 
 REPO = Path(__file__).resolve().parents[2]
 SEG_BUNDLE = REPO / "bundles" / "dmg_mscg_segmentation"
@@ -234,7 +234,7 @@ def test_torchscript_only_inference_needs_no_network_code(packed: Path, tiny_coh
 def test_h3k27m_tensor_output_packs_with_a_torchscript_export(tmp_path: Path, capsys):
     from pipeline.networks import build_h3k27m_export_net
 
-    root = copy_bundle(H3_BUNDLE, tmp_path / "h3", base_width=8)
+    root = copy_bundle(H3_BUNDLE, tmp_path / "h3", base_width=8, **ONE_NET_H3K27M)
     torch.manual_seed(0)
     size = json.loads((root / "configs" / "inference.json").read_text())["spatial_size"]
     net = build_h3k27m_export_net("full", base_width=8, img_size=size, **h3k27m_net_keys(root))

@@ -14,7 +14,7 @@ from monai.bundle import ckpt_export, onnx_export, verify_net_in_out
 
 from pipeline.inference.status import predict_patient_status
 from pipeline.networks import H3K27MNet, build_h3k27m_export_net, build_h3k27m_net, split_status_mask
-from tests.helpers import h3k27m_net_keys
+from tests.helpers import ONE_NET_H3K27M, h3k27m_net_keys
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "h3k27m_classification"
 TINY = {"base_width": 8, "img_size": 64}
@@ -56,7 +56,7 @@ def bundle(tmp_path_factory) -> Path:
     shutil.copytree(BUNDLE / "configs", root / "configs")
     (root / "models").mkdir()
     config = json.loads((root / "configs" / "inference.json").read_text())
-    config.update(base_width=8, spatial_size=64)
+    config.update(base_width=8, spatial_size=64, **ONE_NET_H3K27M)
     (root / "configs" / "inference.json").write_text(json.dumps(config, indent=4))
     meta = json.loads((root / "configs" / "metadata.json").read_text())
     meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = [64, 64]
@@ -77,7 +77,7 @@ def test_metadata_describes_every_output_channel():
     config = json.loads((BUNDLE / "configs" / "inference.json").read_text())
     (name, pred), = meta["network_data_format"]["outputs"].items()
     assert pred["num_channels"] == 3 and set(pred["channel_def"]) == {"0", "1", "2"}
-    assert "build_h3k27m_export_net" in config["network_def"]
+    assert "build_h3k27m_ensemble_net" in config["network_def"]  # one export net, or several averaged
     assert pred["spatial_shape"] == meta["network_data_format"]["inputs"]["image"]["spatial_shape"] \
         == [config["spatial_size"]] * 2
 
@@ -116,7 +116,8 @@ def test_dict_net_still_fails_verify_net_in_out(bundle: Path):
     args = _args(bundle)
     config = json.loads(Path(args["config_file"]).read_text())
     config["imports"].append("$from pipeline.networks import build_h3k27m_net")
-    config["network_def"] = config["network_def"].replace("build_h3k27m_export_net", "build_h3k27m_net")
+    config["network_def"] = ("$build_h3k27m_net(@config_name, base_width=@base_width, img_size=@spatial_size, "
+                             "in_channels=@in_channels, lesion_pooling=@lesion_pooling)")
     Path(args["config_file"]).with_name("dict_net.json").write_text(json.dumps(config))
     with pytest.raises(AttributeError, match="shape"):
         verify_net_in_out(**{**args, "config_file": str(Path(args["config_file"]).with_name("dict_net.json"))})

@@ -19,7 +19,7 @@ from pipeline.cli import main
 from pipeline.data.datalists import cohort_datalist, status_datalists
 from pipeline.engines.masked_pretraining import encoder_state_dict, load_pretrained_encoder
 from pipeline.networks import build_h3k27m_export_net, build_h3k27m_net
-from tests.helpers import copy_bundle, write_tiny_cohort
+from tests.helpers import ONE_NET_H3K27M, copy_bundle, write_tiny_cohort
 from transforms import build_postprocessing, build_transforms
 from transforms.crop import InPlaneForegroundCrop
 
@@ -118,7 +118,8 @@ def test_one_channel_pretrained_encoder_loads_into_a_two_channel_net():
 def two_sequence_bundle(tmp_path_factory) -> Path:
     root = copy_bundle(BUNDLE, tmp_path_factory.mktemp("b") / "two_seq",
                        model_file="$@bundle_root + '/models/model.pt'", base_width=8, spatial_size=64,
-                       sw_batch_size=8, extra_sequences=["t1c"], center_crop_fraction=0.5, lesion_pooling=False)
+                       sw_batch_size=8, extra_sequences=["t1c"], center_crop_fraction=0.5, lesion_pooling=False,
+                       **ONE_NET_H3K27M)
     torch.manual_seed(0)
     net = build_h3k27m_export_net("full", base_width=8, img_size=64, in_channels=2)
     torch.save(net.state_dict(), root / "models" / "model.pt")
