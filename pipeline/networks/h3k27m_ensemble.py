@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from pipeline.networks.h3k27m_export import H3K27MExportNet, build_h3k27m_export_net
+from pipeline.networks.h3k27m_net import configured_net_kwargs
 
 __all__ = ["H3K27MEnsembleNet", "build_h3k27m_ensemble_net", "ensemble_state_dict"]
 
@@ -57,11 +58,9 @@ def build_h3k27m_ensemble_net(name: str = "full", ensemble_size: int = 1,
     ``ensemble_size`` is 1, else an :class:`H3K27MEnsembleNet` of that many such members."""
     if int(ensemble_size) < 1:
         raise ValueError(f"ensemble_size must be at least 1, got {ensemble_size}")
-    single = build_h3k27m_export_net(name, **kwargs)  # checks the configuration's module switches
     if int(ensemble_size) == 1:
-        return single
-    flags = {k: getattr(single, k) for k in ("use_decoder", "use_transformer", "use_exchange")}
-    return H3K27MEnsembleNet(int(ensemble_size), **{**kwargs, **flags})
+        return build_h3k27m_export_net(name, **kwargs)
+    return H3K27MEnsembleNet(int(ensemble_size), **configured_net_kwargs(name, kwargs))
 
 
 def ensemble_state_dict(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from pipeline.networks.h3k27m_net import H3K27MNet, get_h3k27m_config
+from pipeline.networks.h3k27m_net import H3K27MNet, configured_net_kwargs
 
 __all__ = ["H3K27MExportNet", "build_h3k27m_export_net", "split_status_mask"]
 
@@ -51,8 +51,4 @@ def split_status_mask(output: torch.Tensor, num_classes: int = 2) -> tuple[torch
 
 def build_h3k27m_export_net(name: str = "full", **kwargs: Any) -> H3K27MExportNet:
     """The :class:`H3K27MExportNet` of configuration ``name`` (see :func:`~pipeline.networks.build_h3k27m_net`)."""
-    config = get_h3k27m_config(name)
-    for key, value in config.net_flags().items():
-        if key in kwargs and bool(kwargs[key]) != value:
-            raise ValueError(f"configuration {config.name} fixes {key}={value}; got {key}={kwargs[key]!r}.")
-    return H3K27MExportNet(**{**kwargs, **config.net_flags()})
+    return H3K27MExportNet(**configured_net_kwargs(name, kwargs))

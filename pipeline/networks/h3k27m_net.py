@@ -65,6 +65,7 @@ __all__ = [
     "H3K27MConfig",
     "H3K27M_CONFIGS",
     "get_h3k27m_config",
+    "configured_net_kwargs",
     "build_h3k27m_net",
 ]
 
@@ -288,14 +289,19 @@ def get_h3k27m_config(name: str) -> H3K27MConfig:
     return look_up_name(H3K27M_CONFIGS, name, "H3K27M configuration")
 
 
-def build_h3k27m_net(name: str = "full", **kwargs: Any) -> H3K27MNet:
-    """Build the :class:`H3K27MNet` of configuration ``name``; ``kwargs`` go to the constructor.
-
-    The module switches are fixed by the configuration; a conflicting value raises ``ValueError``.
-    """
+def configured_net_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the module switches of configuration ``name``; a conflicting value raises ``ValueError``."""
     config = get_h3k27m_config(name)
     flags = config.net_flags()
     for key, value in flags.items():
         if key in kwargs and bool(kwargs[key]) != value:
             raise ValueError(f"configuration {config.name} fixes {key}={value}; got {key}={kwargs[key]!r}.")
-    return H3K27MNet(**{**kwargs, **flags})
+    return {**kwargs, **flags}
+
+
+def build_h3k27m_net(name: str = "full", **kwargs: Any) -> H3K27MNet:
+    """Build the :class:`H3K27MNet` of configuration ``name``; ``kwargs`` go to the constructor.
+
+    The module switches are fixed by the configuration; a conflicting value raises ``ValueError``.
+    """
+    return H3K27MNet(**configured_net_kwargs(name, kwargs))
