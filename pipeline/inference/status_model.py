@@ -157,11 +157,12 @@ def load_status_model(
         try:
             network.load_state_dict(state_dict)
         except RuntimeError as exc:
-            width = {k: parser[k] for k in ("config_name", "base_width", "spatial_size") if k in parser}
+            width = {k: parser[k] for k in ("config_name", "base_width", "spatial_size", "ensemble_size")
+                     if k in parser}
             first = " ".join(str(exc).splitlines()[:2])[:300]
-            raise ValueError(f"{path}: the weights do not fit the bundle's network_def {width} ({first}); "
-                             "give the network it was trained with, e.g. --set base_width=... config_name=...") \
-                from exc
+            raise ValueError(f"{path}: the weights do not fit the bundle's network_def {width} ({first}); give the "
+                             "network it was trained with, e.g. --set base_width=... config_name=... ensemble_size=1"
+                             ) from exc
         network = network.to(dev)
     network.eval()
     for param in network.parameters():

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from monai.bundle import verify_net_in_out
@@ -75,6 +76,30 @@ def test_ensemble_size_one_is_the_plain_export_net_and_bad_sizes_are_refused():
         build_h3k27m_ensemble_net("full", ensemble_size=2, use_decoder=False, **TINY)
     with pytest.raises(ValueError, match="at least 2"):
         ensemble_state_dict([single.state_dict()])
+
+
+def test_dmg_status_runs_an_ensemble_bundle_and_names_ensemble_size_for_one_fold_model(
+        tmp_path: Path, tiny_cohort_t2_t1c: Path, capsys):
+    members = _members(2)
+    keys = {"base_width": 8, "spatial_size": 64, "sw_batch_size": 8, "extra_sequences": ["t1c"],
+            "lesion_pooling": True, "center_crop_fraction": 0.5}
+    root = copy_bundle(BUNDLE, tmp_path / "ens", **keys, ensemble_size=2, temperature=1.0, threshold=0.5)
+    torch.save(ensemble_state_dict([m.state_dict() for m in members]), root / "models" / "model_t2.pt")
+    torch.save(members[0].state_dict(), tmp_path / "fold0.pt")
+    cohort = str(tiny_cohort_t2_t1c)
+    assert main(["status", "--bundle", str(root), "--cohort", cohort, "--out", str(tmp_path / "ens_pred"),
+                 "--no-report", "--runtime", "torch"]) == 0
+    ensemble = pd.read_csv(tmp_path / "ens_pred" / "predictions.csv")
+    assert len(ensemble) == 6 and ensemble["probability_altered"].between(0, 1).all()
+    capsys.readouterr()
+    fold0 = ["status", "--bundle", str(root), "--cohort", cohort, "--model", str(tmp_path / "fold0.pt"),
+             "--no-report", "--runtime", "torch"]
+    assert main([*fold0, "--out", str(tmp_path / "refused")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'ensemble_size': 2" in err[0] and "ensemble_size=1" in err[0], err
+    assert main([*fold0, "--out", str(tmp_path / "fold0_pred"), "--set", "ensemble_size=1"]) == 0
+    single = pd.read_csv(tmp_path / "fold0_pred" / "predictions.csv")
+    assert not np.allclose(single["logit_uncalibrated"], ensemble["logit_uncalibrated"])  # another network
 
 
 def test_ship_with_several_checkpoints_installs_an_ensemble_that_the_zoo_defaults_accept(tmp_path: Path, capsys):
