@@ -13,11 +13,14 @@ that higher reads "altered"): what a reader that knows only where the lesion is 
 
 Cross-validation: ``--model`` once per fold, in fold order, with ``--n-folds``: model ``k`` is read on the
 validation patients of fold ``k`` (:func:`pipeline.data.datalists.status_datalists`, split seed 0, as
-``train.json``). One ``--model`` without ``--n-folds``: every labelled patient of the cohort.
+``train.json``). One ``--model`` without ``--n-folds``: every labelled patient of the cohort. ``--bundle``
+instead: the bundle's own network and weights (PyTorch; e.g. the shipped five-model ensemble) with its input
+settings (sequences, slice size, central crop), on every labelled patient of the cohort.
 
     python -m benchmarks.h3k27m_localisation COHORT --model RUNS/full_fold0/model.pt ... --n-folds 5 \\
         --base-width 16 --spatial-size 96 --extra-sequences t1c --center-crop-fraction 0.5 [--lesion-pooling] \\
         [--out localisation.md]
+    python -m benchmarks.h3k27m_localisation COHORT --bundle bundles/h3k27m_classification [--out localisation.md]
 """
 
 from __future__ import annotations
@@ -85,24 +88,33 @@ def localisation_summary(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def localisation_table(cohort: str | Path, models: list[Path], n_folds: int | None, net_kwargs: dict,
+def fold_models(models: list[Path], net_kwargs: dict, spatial_size: int, in_channels: int) -> list[torch.nn.Module]:
+    """The co-training networks (``build_h3k27m_net("full", ...)``) with the state dicts in ``models``."""
+    from pipeline.networks import build_h3k27m_net
+
+    nets = []
+    for model in models:
+        net = build_h3k27m_net("full", img_size=spatial_size, in_channels=in_channels, **net_kwargs)
+        net.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
+        nets.append(net)
+    return nets
+
+
+def localisation_table(cohort: str | Path, nets: list[torch.nn.Module], n_folds: int | None,
                        sequence: str = "t2", extra_sequences: tuple[str, ...] = (), spatial_size: int = 96,
                        center_crop_fraction: float = 1.0, min_tumour_pixels: int = 20) -> pd.DataFrame:
     """One row per patient (see :func:`patient_localisation`), with the fold that read it."""
     from pipeline.data.datalists import cohort_datalist, status_datalists
-    from pipeline.networks import build_h3k27m_net
     from transforms import build_transforms
 
-    if n_folds is not None and len(models) != n_folds:
-        raise ValueError(f"--n-folds {n_folds} needs one model per fold, got {len(models)}")
-    if n_folds is None and len(models) != 1:
-        raise ValueError(f"{len(models)} models without --n-folds: give one model, or one per fold with --n-folds")
+    if n_folds is not None and len(nets) != n_folds:
+        raise ValueError(f"--n-folds {n_folds} needs one model per fold, got {len(nets)}")
+    if n_folds is None and len(nets) != 1:
+        raise ValueError(f"{len(nets)} models without --n-folds: give one model, or one per fold with --n-folds")
     transform = build_transforms("validate", spatial_size=spatial_size, center_crop_fraction=center_crop_fraction,
                                  extra_image_keys=tuple(extra_sequences))
     rows = []
-    for fold, model in enumerate(models):
-        net = build_h3k27m_net("full", img_size=spatial_size, in_channels=1 + len(extra_sequences), **net_kwargs)
-        net.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
+    for fold, net in enumerate(nets):
         if n_folds is None:
             items = [d for d in cohort_datalist(cohort, sequence, require_label=True, extra_sequences=extra_sequences)
                      if d["h3k27m"] in (0, 1)]
@@ -116,8 +128,10 @@ def localisation_table(cohort: str | Path, models: list[Path], n_folds: int | No
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cohort", type=Path)
-    parser.add_argument("--model", type=Path, action="append", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, action="append",
                         help="a co-training model.pt (state dict); once per fold, in fold order, with --n-folds")
+    source.add_argument("--bundle", type=Path, help="an H3K27M bundle: its network, weights and input settings")
     parser.add_argument("--n-folds", type=int, default=None)
     parser.add_argument("--sequence", default="t2")
     parser.add_argument("--extra-sequences", nargs="*", default=[])
@@ -127,20 +141,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lesion-pooling", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     args = parser.parse_args(argv)
-    for model in args.model:
+    for model in args.model or ():
         if not model.is_file():
             parser.exit(2, f"{model}: no such model file\n")
     try:
-        table = localisation_table(args.cohort, args.model, args.n_folds,
-                                   {"base_width": args.base_width, "lesion_pooling": args.lesion_pooling},
-                                   args.sequence, tuple(args.extra_sequences), args.spatial_size,
-                                   args.center_crop_fraction)
+        if args.bundle is not None:
+            from pipeline.inference.status_model import load_status_model
+
+            model = load_status_model(args.bundle, device="cpu", runtime="torch")
+            nets, read_by = [model.network], f"bundle {args.bundle}"
+            args.sequence, args.extra_sequences = model.sequence, list(model.extra_sequences)
+            args.spatial_size, args.center_crop_fraction = model.spatial_size, model.center_crop_fraction
+        else:
+            nets = fold_models(args.model, {"base_width": args.base_width, "lesion_pooling": args.lesion_pooling},
+                               args.spatial_size, 1 + len(args.extra_sequences))
+            read_by = f"{len(nets)} model(s)"
+        table = localisation_table(args.cohort, nets, args.n_folds, args.sequence, tuple(args.extra_sequences),
+                                   args.spatial_size, args.center_crop_fraction)
         summary = localisation_summary(table)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
         parser.exit(2, f"{args.cohort}: {exc}\n")
     reads = "+".join([args.sequence, *args.extra_sequences])
     report_aurocs(f"Cohort `{args.cohort}`: {len(table)} patients ({int(table['status'].sum())} altered), {reads}, "
-                  f"{args.spatial_size} px, central crop {args.center_crop_fraction:g}, {len(args.model)} model(s)",
+                  f"{args.spatial_size} px, central crop {args.center_crop_fraction:g}, {read_by}",
                   "what the model finds and reads | value", summary, args.out)
 
 

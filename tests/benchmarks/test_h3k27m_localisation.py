@@ -1,5 +1,7 @@
 """benchmarks.h3k27m_localisation: the status read from the net's own lesion slices and from the reference's."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +9,9 @@ import torch
 from torch import nn
 
 from benchmarks.h3k27m_localisation import localisation_summary, main, patient_localisation
+from tests.helpers import ONE_CHANNEL_H3K27M, copy_bundle
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "h3k27m_classification"
 
 
 class BrightSpotNet(nn.Module):
@@ -70,3 +75,22 @@ def test_command_on_fold_models(tiny_cohort, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main([str(tiny_cohort), *paths, "--n-folds", "3", "--base-width", "8", "--spatial-size", "32"])
     assert stop.value.code == 2 and "--n-folds 3 needs one model per fold, got 2" in capsys.readouterr().err
+
+
+def test_command_on_a_bundle_reads_its_network_and_input_settings(tiny_cohort, tmp_path, capsys):
+    from pipeline.networks import build_h3k27m_export_net
+
+    root = copy_bundle(BUNDLE, tmp_path / "bundle", base_width=8, spatial_size=32, **ONE_CHANNEL_H3K27M)
+    torch.manual_seed(0)
+    torch.save(build_h3k27m_export_net("full", base_width=8, img_size=32).state_dict(), root / "models" / "model_t2.pt")
+    main([str(tiny_cohort), "--bundle", str(root), "--out", str(tmp_path / "bundle.md")])
+    main([str(tiny_cohort), "--model", str(root / "models" / "model_t2.pt"), "--base-width", "8", "--spatial-size",
+          "32", "--out", str(tmp_path / "model.md")])
+    capsys.readouterr()
+    bundle_text, model_text = (tmp_path / "bundle.md").read_text(), (tmp_path / "model.md").read_text()
+    assert f"6 patients (3 altered), t2, 32 px, central crop 1, bundle {root}" in bundle_text
+    # the bundle's export network reads exactly as the training network with the same weights
+    assert bundle_text.splitlines()[1:] == model_text.splitlines()[1:]
+    with pytest.raises(SystemExit) as stop:
+        main([str(tiny_cohort), "--bundle", str(tmp_path / "missing")])
+    assert stop.value.code == 2 and "does not exist" in capsys.readouterr().err
