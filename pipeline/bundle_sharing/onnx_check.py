@@ -63,7 +63,8 @@ def _check_one(root: Path, path: Path, threshold: float, atol: float) -> Check:
         if stale is not None:
             return Check(label, "FAIL", stale)
         eager = load_pytorch_model(root, name, pt)
-        x = torch.rand((BATCH, 1, *onnx_net.spatial_size), generator=torch.Generator().manual_seed(0))
+        in_channels = int(parser.get_parsed_content("in_channels")) if "in_channels" in parser else 1
+        x = torch.rand((BATCH, in_channels, *onnx_net.spatial_size), generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
             reference = eager(x)
         got = onnx_net(x)

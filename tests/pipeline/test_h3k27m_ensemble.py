@@ -134,3 +134,7 @@ def test_ship_with_several_checkpoints_installs_an_ensemble_that_the_zoo_default
     np.testing.assert_allclose(result, reference.numpy(), atol=1e-4)
     assert json.loads((root / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]["image"][
         "num_channels"] == 2
+    capsys.readouterr()
+    assert main(["bundle", "verify", str(root)]) == 0  # TorchScript and ONNX (two input channels) agree with PyTorch
+    out = capsys.readouterr().out
+    assert "model t2: ONNX vs PyTorch                PASS" in out and "(3, 2, 64, 64)" in out, out
