@@ -144,26 +144,24 @@ def main(argv: list[str] | None = None) -> None:
     for model in args.model or ():
         if not model.is_file():
             parser.exit(2, f"{model}: no such model file\n")
+    sequences, size, crop = (args.sequence, *args.extra_sequences), args.spatial_size, args.center_crop_fraction
     try:
-        if args.bundle is not None:
+        if args.bundle is not None:  # the bundle's network, weights and input settings replace the options
             from pipeline.inference.status_model import load_status_model
 
             model = load_status_model(args.bundle, device="cpu", runtime="torch")
             nets, read_by = [model.network], f"bundle {args.bundle}"
-            args.sequence, args.extra_sequences = model.sequence, list(model.extra_sequences)
-            args.spatial_size, args.center_crop_fraction = model.spatial_size, model.center_crop_fraction
+            sequences, size, crop = model.reads, model.spatial_size, model.center_crop_fraction
         else:
             nets = fold_models(args.model, {"base_width": args.base_width, "lesion_pooling": args.lesion_pooling},
-                               args.spatial_size, 1 + len(args.extra_sequences))
+                               size, len(sequences))
             read_by = f"{len(nets)} model(s)"
-        table = localisation_table(args.cohort, nets, args.n_folds, args.sequence, tuple(args.extra_sequences),
-                                   args.spatial_size, args.center_crop_fraction)
+        table = localisation_table(args.cohort, nets, args.n_folds, sequences[0], sequences[1:], size, crop)
         summary = localisation_summary(table)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         parser.exit(2, f"{args.cohort}: {exc}\n")
-    reads = "+".join([args.sequence, *args.extra_sequences])
-    report_aurocs(f"Cohort `{args.cohort}`: {len(table)} patients ({int(table['status'].sum())} altered), {reads}, "
-                  f"{args.spatial_size} px, central crop {args.center_crop_fraction:g}, {read_by}",
+    report_aurocs(f"Cohort `{args.cohort}`: {len(table)} patients ({int(table['status'].sum())} altered), "
+                  f"{'+'.join(sequences)}, {size} px, central crop {crop:g}, {read_by}",
                   "what the model finds and reads | value", summary, args.out)
 
 

@@ -42,7 +42,7 @@ def check_onnx_models(root: str | os.PathLike, threshold: float = 0.5, atol: flo
 
 
 def _check_one(root: Path, path: Path, threshold: float, atol: float) -> Check:
-    from pipeline.inference.bundle_models import inference_config_for, load_pytorch_model
+    from pipeline.inference.bundle_models import config_in_channels, inference_config_for, load_pytorch_model
     from pipeline.inference.onnx_export import expected_source, stale_reason
     from pipeline.inference.onnx_runtime import OnnxNetwork, onnxruntime_available
 
@@ -63,8 +63,7 @@ def _check_one(root: Path, path: Path, threshold: float, atol: float) -> Check:
         if stale is not None:
             return Check(label, "FAIL", stale)
         eager = load_pytorch_model(root, name, pt)
-        in_channels = int(parser.get_parsed_content("in_channels")) if "in_channels" in parser else 1
-        x = torch.rand((BATCH, in_channels, *onnx_net.spatial_size), generator=torch.Generator().manual_seed(0))
+        x = torch.rand((BATCH, config_in_channels(parser), *onnx_net.spatial_size), generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
             reference = eager(x)
         got = onnx_net(x)

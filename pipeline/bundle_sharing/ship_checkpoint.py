@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from monai.bundle import ConfigParser
 
 from pipeline.bundle_sharing.ship import ShipResult, pretty_format_json, ship_bundle
 from pipeline.bundle_trust.trust import require_safe_bundle, use_bundle_code
@@ -37,8 +38,7 @@ from pipeline.inference.bundle_models import load_pytorch_model, metadata_of, mo
 from pipeline.networks.h3k27m_ensemble import ensemble_state_dict
 from transforms.atomic_writer import atomic_path, atomic_write_text
 
-__all__ = ["checkpoint_weights", "install_checkpoint", "ship_checkpoint", "sync_input_channels",
-           "sync_spatial_shapes"]
+__all__ = ["install_checkpoint", "ship_checkpoint", "sync_input_channels", "sync_spatial_shapes"]
 
 Checkpoints = str | os.PathLike | Sequence[str | os.PathLike]
 """One checkpoint file, or the files of an ensemble's members in order."""
@@ -100,14 +100,16 @@ def _as_list(checkpoint: Checkpoints) -> list[Path]:
     return files
 
 
-def checkpoint_weights(bundle_dir: str | os.PathLike, checkpoint: Checkpoints) -> Mapping[str, torch.Tensor]:
+def _describe(files: list[Path]) -> str:
+    return " + ".join(map(str, files))
+
+
+def _weights(bundle: Path, parser: ConfigParser, files: list[Path]) -> Mapping[str, torch.Tensor]:
     """The state dict to load into the bundle's ``network_def``: one checkpoint's network weights, or the
     ensemble state dict of several (``ValueError`` when their number is not the config's ``ensemble_size``)."""
-    files = _as_list(checkpoint)
-    parser = read_inference_config(bundle_dir)
     size = int(parser.get_parsed_content("ensemble_size")) if "ensemble_size" in parser else 1
     if len(files) != size:
-        raise ValueError(f"{len(files)} checkpoint(s) given, but {Path(bundle_dir) / INFERENCE_CONFIG} has "
+        raise ValueError(f"{len(files)} checkpoint(s) given, but {bundle / INFERENCE_CONFIG} has "
                          f"ensemble_size {size}: set ensemble_size to {len(files)} there, or give {size}")
     if size == 1:
         return load_state_dict(files[0])
@@ -122,10 +124,9 @@ def install_checkpoint(bundle_dir: str | os.PathLike, checkpoint: Checkpoints,
     require_safe_bundle(bundle)  # network_def is instantiated below
     name = name or _default_name(bundle)
     with use_bundle_code(bundle):
-        weights = checkpoint_weights(bundle, files)
-        network = load_pytorch_model(bundle, name, weights, source=" + ".join(map(str, files)))
-        metadata = metadata_of(bundle)
         parser = read_inference_config(bundle)
+        network = load_pytorch_model(bundle, name, _weights(bundle, parser, files), source=_describe(files))
+        metadata = metadata_of(bundle)
         changed = sync_spatial_shapes(metadata, int(parser.get_parsed_content("spatial_size")))
         if "in_channels" in parser:
             changed += sync_input_channels(metadata, int(parser.get_parsed_content("in_channels")))
@@ -142,9 +143,10 @@ def ship_checkpoint(bundle_dir: str | os.PathLike, checkpoint: Checkpoints,
                     name: str | None = None) -> ShipResult:
     """Install ``checkpoint`` (one file, or an ensemble's member files) as model ``name`` of the bundle, then
     :func:`ship_bundle` (see the module docstring)."""
-    weights, changed = install_checkpoint(bundle_dir, checkpoint, name)
+    files = _as_list(checkpoint)
+    weights, changed = install_checkpoint(bundle_dir, files, name)
     result = ship_bundle(bundle_dir)
-    result.exported.insert(0, f"models/{weights.name} from {' + '.join(map(str, _as_list(checkpoint)))}"
+    result.exported.insert(0, f"models/{weights.name} from {_describe(files)}"
                               + (f"; metadata shapes set to the config's ({', '.join(changed)})"
                                  if changed else ""))
     return result

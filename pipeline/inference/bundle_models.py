@@ -25,7 +25,7 @@ from pipeline.bundle_trust.config_allowlist import parse_expression, referenced_
 from pipeline.checkpoint_io import INFERENCE_CONFIG, load_state_dict
 from transforms.atomic_writer import atomic_write_bytes
 
-__all__ = ["build_network", "export_torchscript", "inference_config_for", "load_pytorch_model", "metadata_of",
+__all__ = ["build_network", "config_in_channels", "export_torchscript", "inference_config_for", "load_pytorch_model", "metadata_of",
            "model_name_id", "read_inference_config"]
 
 MODEL_FILE_PREFIX = "model_"
@@ -87,6 +87,11 @@ def inference_config_for(bundle_dir: str | os.PathLike, name: str) -> ConfigPars
     if key is not None:
         parser[key] = name
     return parser
+
+
+def config_in_channels(parser: ConfigParser) -> int:
+    """The network's input channels the config declares (``in_channels``: one per sequence it reads); 1 without."""
+    return int(parser.get_parsed_content("in_channels")) if "in_channels" in parser else 1
 
 
 def build_network(bundle_dir: str | os.PathLike, name: str) -> torch.nn.Module:

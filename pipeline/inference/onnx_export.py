@@ -135,7 +135,7 @@ def export_bundle_onnx(bundle_dir: str | os.PathLike, names: Iterable[str] | Non
 
 
 def _export_bundle_onnx(bundle: Path, names: Iterable[str] | None, out_dir: str | os.PathLike | None) -> dict[str, Path]:
-    from pipeline.inference.bundle_models import inference_config_for, load_pytorch_model
+    from pipeline.inference.bundle_models import config_in_channels, inference_config_for, load_pytorch_model
 
     models = bundle / "models"
     wanted = None if names is None else set(names)
@@ -147,10 +147,9 @@ def _export_bundle_onnx(bundle: Path, names: Iterable[str] | None, out_dir: str 
         name = path.stem[len("model_"):]
         parser = inference_config_for(bundle, name)
         spatial_size = int(parser.get_parsed_content("spatial_size"))
-        in_channels = int(parser.get_parsed_content("in_channels")) if "in_channels" in parser else 1
         network = load_pytorch_model(bundle, name, path)
         out = Path(out_dir or models) / onnx_file_for(path).name
-        export_onnx(network, out, spatial_size, in_channels,
+        export_onnx(network, out, spatial_size, config_in_channels(parser),
                     metadata=source_metadata(path, network_config(parser), spatial_size))
         exported[name] = out
     return exported
